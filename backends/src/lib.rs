@@ -1,0 +1,1 @@
+//! Kiln's bridge to ONNX Runtime, tensor files, and (later) profiles and targets.

@@ -1,0 +1,1 @@
+//! Kiln's graph IR, tensors, and the passes that rewrite graphs.
