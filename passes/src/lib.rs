@@ -1,1 +1,3 @@
 //! Kiln's graph IR, tensors, and the passes that rewrite graphs.
+
+pub mod tensor;
