@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use prost::Message;
 
-use crate::atomic::{folder_of, PendingFile, StreamBuf};
+use crate::atomic::{folder_of, BackgroundSync, PendingFile, StreamBuf};
 use crate::error::{ExternalDataError, ProtoError};
 use crate::external::{check_location, location_of, write_payload, MappedFiles};
 use crate::load::LoadedModel;
@@ -410,6 +410,7 @@ fn write_data(
         source,
     };
     let file = pending.file().try_clone().map_err(io_err)?;
+    let mut syncer = BackgroundSync::start(file.try_clone().map_err(io_err)?);
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut pos: u64 = 0;
     for job in jobs {
@@ -419,10 +420,16 @@ fn write_data(
         out.write_all(&ZEROS[..pad]).map_err(io_err)?;
         write_payload(&job.data, sources, &mut out).map_err(io_err)?;
         pos = job.offset + job.data.len() as u64;
+        syncer.wrote(pad as u64 + job.data.len() as u64);
     }
     out.flush().map_err(io_err)?;
     debug_assert_eq!(pos, data_len);
     drop(out);
+    syncer.finish().map_err(|source| ProtoError::Io {
+        path: data_path.to_path_buf(),
+        action: "cannot flush to disk",
+        source,
+    })?;
     pending.sync()?;
     Ok(pending)
 }
