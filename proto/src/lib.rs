@@ -10,6 +10,8 @@
 //!   `save_loaded` copies unchanged weights file to file in the kernel.
 //! - [`walk`] visits every tensor of a model, wherever it sits.
 
+#![warn(missing_docs)]
+
 mod atomic;
 mod error;
 mod external;

@@ -221,7 +221,7 @@ pub(crate) fn save_impl(
             path: path.to_path_buf(),
             size,
             limit,
-            hint: "even with external data (string tensors, small tensors and typed fields of uncommon types stay inside); lower the size threshold",
+            hint: "; even with external data (string tensors, small tensors and typed fields of uncommon types stay inside); lower the size threshold",
         });
     }
 

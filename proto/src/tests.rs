@@ -448,6 +448,10 @@ fn too_large_even_external_is_an_error_and_writes_nothing() {
     let path = dir.path().join("m.onnx");
     let err = save_impl(&sample_model(), &path, &external(None, 1024), None, 100).unwrap_err();
     assert!(matches!(err, ProtoError::TooLarge { .. }), "{err}");
+    assert!(
+        err.to_string().contains("(2 GiB); even with external data"),
+        "{err}"
+    );
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
