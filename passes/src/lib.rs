@@ -1,3 +1,4 @@
 //! Kiln's graph IR, tensors, and the passes that rewrite graphs.
 
+pub mod ir;
 pub mod tensor;
