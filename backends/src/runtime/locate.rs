@@ -204,6 +204,10 @@ fn fetch_with_pip(python: &OsString, cache: &Path) -> Result<PathBuf, String> {
     let download = cache.join(format!(".download-{}-{}", std::process::id(), nanos()));
     let result = download_and_extract(python, &download, &target_dir);
     let _ = fs::remove_dir_all(&download);
+    if result.is_err() {
+        // Only removes the folder if nothing is in it: no empty shell left after a failure.
+        let _ = fs::remove_dir(&target_dir);
+    }
     result
 }
 
