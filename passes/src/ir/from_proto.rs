@@ -200,12 +200,12 @@ fn convert<'a>(
             });
         if listed_constant {
             if let Some((v, _)) = local.get(vi.name.as_str()) {
-                graph.inputs.push(v.node);
+                graph.graph_inputs.push(v.node);
             }
             continue;
         }
         let idx = graph.push_node(Node::input(ValueInfo::from_proto(vi)));
-        graph.inputs.push(idx);
+        graph.graph_inputs.push(idx);
         define(
             gp,
             &mut local,

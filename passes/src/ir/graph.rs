@@ -40,7 +40,7 @@ pub struct Graph {
     pub doc_string: String,
     pub(crate) g: StableDiGraph<Node, Edge>,
     /// Graph inputs in order: `Input` nodes and initializers listed as inputs.
-    pub inputs: Vec<NodeIndex>,
+    pub graph_inputs: Vec<NodeIndex>,
     /// Graph outputs in order (a value may appear twice).
     pub outputs: Vec<GraphOutput>,
     /// Quantization annotations, kept verbatim (they name tensors by name).
@@ -60,7 +60,7 @@ impl PartialEq for Graph {
         edges_b.sort_unstable();
         self.name == other.name
             && self.doc_string == other.doc_string
-            && self.inputs == other.inputs
+            && self.graph_inputs == other.graph_inputs
             && self.outputs == other.outputs
             && self.quantization_annotation == other.quantization_annotation
             && self.metadata_props == other.metadata_props
@@ -103,12 +103,12 @@ impl Graph {
         }
     }
 
-    /// Adds a node; `Input` nodes and listed initializers are appended to [`Graph::inputs`].
+    /// Adds a node; `Input` nodes and listed initializers are appended to [`Graph::graph_inputs`].
     pub fn add_node(&mut self, node: Node) -> NodeIndex {
         let listed = node.is_listed_input();
         let idx = self.push_node(node);
         if listed {
-            self.inputs.push(idx);
+            self.graph_inputs.push(idx);
         }
         idx
     }
@@ -120,11 +120,11 @@ impl Graph {
         self.g.add_node(node)
     }
 
-    /// Removes a node and its edges (and its entry in [`Graph::inputs`]).
+    /// Removes a node and its edges (and its entry in [`Graph::graph_inputs`]).
     ///
     /// Graph outputs naming it are left for the caller to repoint; `verify` reports them.
     pub fn remove_node(&mut self, idx: NodeIndex) -> Option<Node> {
-        self.inputs.retain(|&i| i != idx);
+        self.graph_inputs.retain(|&i| i != idx);
         self.g.remove_node(idx)
     }
 

@@ -260,16 +260,19 @@ fn initializers_listed_as_inputs_keep_their_positions() {
     let mut p = model(g);
     p.ir_version = 3;
     let m = round_trip(&p);
-    assert_eq!(m.graph.inputs.len(), 3);
-    let w = &m.graph[m.graph.inputs[0]];
+    assert_eq!(m.graph.graph_inputs.len(), 3);
+    let w = &m.graph[m.graph.graph_inputs[0]];
     assert!(w.is_listed_input());
     assert_eq!(
         m.graph
-            .value_info(ValueRef::new(m.graph.inputs[0], 0))
+            .value_info(ValueRef::new(m.graph.graph_inputs[0], 0))
             .elem_type(),
         Some(DataType::Float)
     );
-    assert!(matches!(m.graph[m.graph.inputs[1]].kind, NodeKind::Input));
+    assert!(matches!(
+        m.graph[m.graph.graph_inputs[1]].kind,
+        NodeKind::Input
+    ));
 }
 
 #[test]
@@ -802,5 +805,5 @@ fn sparse_initializers_are_producers_and_round_trip() {
             ..
         }
     ));
-    assert_eq!(m.graph.inputs[1], sp.node);
+    assert_eq!(m.graph.graph_inputs[1], sp.node);
 }

@@ -51,7 +51,7 @@ pub(crate) fn graph_to_proto(graph: &Graph) -> GraphProto {
             _ => {}
         }
     }
-    for &idx in &graph.inputs {
+    for &idx in &graph.graph_inputs {
         if let Some(info) = graph.node(idx).and_then(|n| n.outputs.first()) {
             gp.input.push(info.to_proto_named(&info.name));
         }

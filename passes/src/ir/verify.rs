@@ -16,7 +16,7 @@ impl Graph {
     /// - every edge's source slot exists and its input slot is below the consumer's arity;
     /// - each input slot is fed at most once, and only by a value with a name;
     /// - value names are unique within each graph (empty names aside);
-    /// - [`Graph::inputs`] lists exactly the inputs and listed initializers, once each;
+    /// - [`Graph::graph_inputs`] lists exactly the inputs and listed initializers, once each;
     /// - graph outputs name existing values;
     /// - `Outer` nodes appear only in subgraphs, and the owning node captures each of them.
     pub fn verify(&self) -> Result<(), IrError> {
@@ -120,7 +120,7 @@ impl Graph {
         }
 
         let mut listed = HashSet::new();
-        for &i in &self.inputs {
+        for &i in &self.graph_inputs {
             let ok = self.node(i).is_some_and(|n| n.is_listed_input());
             if !ok || !listed.insert(i) {
                 return Err(invalid(format!(
