@@ -4,5 +4,6 @@ pub mod compare;
 pub mod runtime;
 pub mod tensors;
 pub mod value;
+pub mod wheel;
 
 pub use value::{NamedValues, Value};

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::RuntimeError;
+use crate::wheel;
 
 /// The ONNX Runtime version Kiln is built and validated against.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -158,7 +159,7 @@ fn python_package_library(python: &OsString) -> Result<PathBuf, String> {
         return Err(format!(
             "{} failed: {}",
             python.to_string_lossy(),
-            last_line(&out.stderr)
+            wheel::last_line(&out.stderr)
         ));
     }
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -201,7 +202,7 @@ fn fetch_with_pip(python: &OsString, cache: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot create {}: {e}", target_dir.display()))?;
     // A private download folder per process, so concurrent first runs do not trip over each
     // other; whichever finishes last renames the same bytes into place.
-    let download = cache.join(format!(".download-{}-{}", std::process::id(), nanos()));
+    let download = cache.join(format!(".download-{}", wheel::unique_suffix()));
     let result = download_and_extract(python, &download, &target_dir);
     let _ = fs::remove_dir_all(&download);
     if result.is_err() {
@@ -216,81 +217,17 @@ fn download_and_extract(
     download: &Path,
     target_dir: &Path,
 ) -> Result<PathBuf, String> {
-    fs::create_dir_all(download)
-        .map_err(|e| format!("cannot create {}: {e}", download.display()))?;
-    let out = Command::new(python)
-        .args(["-m", "pip", "download", "--disable-pip-version-check"])
-        .arg(format!("onnxruntime=={ORT_VERSION}"))
-        .args(["--no-deps", "--only-binary=:all:", "-d"])
-        .arg(download)
-        .output()
-        .map_err(|e| format!("could not run {} -m pip: {e}", python.to_string_lossy()))?;
-    if !out.status.success() {
-        return Err(format!("pip download failed: {}", last_line(&out.stderr)));
-    }
-    let wheel = fs::read_dir(download)
-        .map_err(|e| format!("cannot read {}: {e}", download.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| "pip reported success but left no wheel".to_string())?;
-    let file =
-        fs::File::open(&wheel).map_err(|e| format!("cannot open {}: {e}", wheel.display()))?;
-    let mut archive = zip::ZipArchive::new(file)
-        .map_err(|e| format!("{} is not a wheel: {e}", wheel.display()))?;
-
+    let wheel = wheel::pip_download(python, &format!("onnxruntime=={ORT_VERSION}"), download)?;
+    let mut archive = wheel::open(&wheel)?;
     let lib_member = format!("onnxruntime/capi/{}", library_file_name());
-    let lib = extract_member(&mut archive, &lib_member, target_dir)?
+    let lib = wheel::extract_file(&mut archive, &lib_member, target_dir)?
         .ok_or_else(|| format!("{} has no {lib_member}", wheel.display()))?;
-    extract_member(
+    wheel::extract_file(
         &mut archive,
         &format!("onnxruntime/capi/{PROVIDERS_SHARED}"),
         target_dir,
     )?;
     Ok(lib)
-}
-
-/// Extracts one member into `dir` atomically (temporary file, then rename); `None` if absent.
-fn extract_member(
-    archive: &mut zip::ZipArchive<fs::File>,
-    member: &str,
-    dir: &Path,
-) -> Result<Option<PathBuf>, String> {
-    let mut entry = match archive.by_name(member) {
-        Ok(entry) => entry,
-        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(format!("cannot read {member} from the wheel: {e}")),
-    };
-    let name = member.rsplit('/').next().unwrap_or(member);
-    let dest = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}-{}.tmp", std::process::id(), nanos()));
-    let mut write = || -> std::io::Result<()> {
-        let mut out = fs::File::create(&tmp)?;
-        std::io::copy(&mut entry, &mut out)?;
-        out.sync_all()?;
-        fs::rename(&tmp, &dest)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", dest.display())
-    })?;
-    Ok(Some(dest))
-}
-
-fn nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
-fn last_line(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("(no message)")
-        .trim()
-        .to_string()
 }
 
 #[cfg(test)]

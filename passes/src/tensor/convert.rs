@@ -88,14 +88,26 @@ fn f8_e4m3fn(b: u8) -> f64 {
     if b & 0x7F == 0x7F {
         return f64::NAN;
     }
-    minifloat(b & 0x80 != 0, ((b >> 3) & 0xF) as u32, (b & 0x7) as u32, 3, 7)
+    minifloat(
+        b & 0x80 != 0,
+        ((b >> 3) & 0xF) as u32,
+        (b & 0x7) as u32,
+        3,
+        7,
+    )
 }
 
 fn f8_e4m3fnuz(b: u8) -> f64 {
     if b == 0x80 {
         return f64::NAN;
     }
-    minifloat(b & 0x80 != 0, ((b >> 3) & 0xF) as u32, (b & 0x7) as u32, 3, 8)
+    minifloat(
+        b & 0x80 != 0,
+        ((b >> 3) & 0xF) as u32,
+        (b & 0x7) as u32,
+        3,
+        8,
+    )
 }
 
 fn f8_e5m2(b: u8) -> f64 {
@@ -115,7 +127,13 @@ fn f8_e5m2fnuz(b: u8) -> f64 {
     if b == 0x80 {
         return f64::NAN;
     }
-    minifloat(b & 0x80 != 0, ((b >> 2) & 0x1F) as u32, (b & 0x3) as u32, 2, 16)
+    minifloat(
+        b & 0x80 != 0,
+        ((b >> 2) & 0x1F) as u32,
+        (b & 0x3) as u32,
+        2,
+        16,
+    )
 }
 
 fn f8_e8m0(b: u8) -> f64 {
@@ -126,7 +144,13 @@ fn f8_e8m0(b: u8) -> f64 {
 }
 
 fn f4_e2m1(nib: u8) -> f64 {
-    minifloat(nib & 0x8 != 0, ((nib >> 1) & 0x3) as u32, (nib & 0x1) as u32, 1, 1)
+    minifloat(
+        nib & 0x8 != 0,
+        ((nib >> 1) & 0x3) as u32,
+        (nib & 0x1) as u32,
+        1,
+        1,
+    )
 }
 
 #[cfg(test)]

@@ -226,7 +226,10 @@ mod tests {
         assert_eq!(Tensor::from_proto(&p).unwrap().len(), 0);
         let mut p = proto(DataType::Int64, &[]);
         p.int64_data = vec![7];
-        assert_eq!(Tensor::from_proto(&p).unwrap().to_vec::<i64>().unwrap(), vec![7]);
+        assert_eq!(
+            Tensor::from_proto(&p).unwrap().to_vec::<i64>().unwrap(),
+            vec![7]
+        );
     }
 
     #[test]
