@@ -1,4 +1,5 @@
 //! Kiln's graph IR, tensors, and the passes that rewrite graphs.
 
 pub mod ir;
+pub mod pipeline;
 pub mod tensor;

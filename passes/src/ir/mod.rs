@@ -60,4 +60,4 @@ pub use model::Model;
 pub use node::{ConstantAttr, ConstantOrigin, Edge, InputSlot, Node, NodeKind, TensorSource};
 pub use petgraph::stable_graph::NodeIndex;
 pub use stats::GraphStats;
-pub use value::{Dim, ValueInfo, ValueRef};
+pub use value::{describe_type, Dim, ValueInfo, ValueRef};

@@ -43,6 +43,28 @@ pub struct Model {
 }
 
 impl Model {
+    /// An empty model importing the default domain at `opset`, IR version 10 (which every
+    /// supported ONNX Runtime reads); for building models in code and tests.
+    pub fn new(opset: i64) -> Model {
+        Model {
+            ir_version: 10,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: opset,
+            }],
+            producer_name: "kiln".to_string(),
+            producer_version: env!("CARGO_PKG_VERSION").to_string(),
+            domain: String::new(),
+            model_version: 0,
+            doc_string: String::new(),
+            metadata_props: Vec::new(),
+            graph: Graph::new("main"),
+            functions: Vec::new(),
+            training_info: Vec::new(),
+            configuration: Vec::new(),
+        }
+    }
+
     /// Converts a decoded model (external data already resolved into `raw_data`).
     pub fn from_proto(p: &ModelProto) -> Result<Model, IrError> {
         let gp = p.graph.as_ref().ok_or(IrError::MissingGraph)?;

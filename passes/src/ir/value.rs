@@ -163,3 +163,70 @@ mod tests {
         assert!(ValueInfo::new("y").is_bare());
     }
 }
+
+/// A short, readable form of a value type: `float32[batch,3,224,224]`, `seq(int64[?])`,
+/// `optional(float32)`, `map(string, float32)`; `?` where nothing is declared.
+pub fn describe_type(ty: Option<&TypeProto>) -> String {
+    let Some(value) = ty.and_then(|t| t.value.as_ref()) else {
+        return "?".to_string();
+    };
+    let elem = |code: i32| DataType::from_onnx(code).map_or("?".to_string(), |t| t.to_string());
+    let shape = |s: &Option<kiln_proto::onnx::TensorShapeProto>| match s {
+        None => String::new(),
+        Some(s) => {
+            let dims: Vec<String> = s
+                .dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(dimension::Value::DimValue(n)) => n.to_string(),
+                    Some(dimension::Value::DimParam(p)) => p.clone(),
+                    None => "?".to_string(),
+                })
+                .collect();
+            format!("[{}]", dims.join(","))
+        }
+    };
+    match value {
+        type_proto::Value::TensorType(t) => format!("{}{}", elem(t.elem_type), shape(&t.shape)),
+        type_proto::Value::SparseTensorType(t) => {
+            format!("sparse({}){}", elem(t.elem_type), shape(&t.shape))
+        }
+        type_proto::Value::SequenceType(s) => {
+            format!("seq({})", describe_type(s.elem_type.as_deref()))
+        }
+        type_proto::Value::OptionalType(o) => {
+            format!("optional({})", describe_type(o.elem_type.as_deref()))
+        }
+        type_proto::Value::MapType(m) => format!(
+            "map({}, {})",
+            elem(m.key_type),
+            describe_type(m.value_type.as_deref())
+        ),
+        type_proto::Value::OpaqueType(o) => format!("opaque({}.{})", o.domain, o.name),
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::*;
+
+    #[test]
+    fn describes_tensors_and_nested_types() {
+        let t = ValueInfo::tensor(
+            "x",
+            DataType::Float,
+            &[Dim::Symbolic("batch".into()), Dim::Known(3), Dim::Unknown],
+        );
+        assert_eq!(describe_type(t.ty.as_ref()), "float32[batch,3,?]");
+        let seq = TypeProto {
+            denotation: String::new(),
+            value: Some(type_proto::Value::SequenceType(Box::new(
+                type_proto::Sequence {
+                    elem_type: t.ty.clone().map(Box::new),
+                },
+            ))),
+        };
+        assert_eq!(describe_type(Some(&seq)), "seq(float32[batch,3,?])");
+        assert_eq!(describe_type(None), "?");
+    }
+}
