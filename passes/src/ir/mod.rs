@@ -44,6 +44,7 @@ mod error;
 mod from_proto;
 mod graph;
 mod model;
+mod query;
 mod node;
 mod stats;
 mod to_proto;
