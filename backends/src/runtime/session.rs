@@ -109,6 +109,20 @@ pub struct IoInfo {
     pub kind: IoKind,
 }
 
+impl IoInfo {
+    /// The input or output as tensor files see it (name and kind), for reading value files.
+    pub fn spec(&self) -> crate::tensors::IoSpec {
+        use crate::tensors::ValueKind;
+        let kind = match self.kind {
+            IoKind::Sequence(_) => ValueKind::Sequence,
+            IoKind::Optional(_) => ValueKind::Optional,
+            IoKind::Map { .. } => ValueKind::Map,
+            IoKind::Tensor { .. } | IoKind::Unknown => ValueKind::Tensor,
+        };
+        crate::tensors::IoSpec::new(self.name.clone(), kind)
+    }
+}
+
 impl fmt::Display for Dim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
