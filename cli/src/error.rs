@@ -19,8 +19,8 @@ pub enum CliError {
     Graph {
         /// The model file.
         path: PathBuf,
-        /// What is wrong with the graph.
-        source: IrError,
+        /// What is wrong with the graph (boxed: graph errors carry names and are large).
+        source: Box<IrError>,
     },
     /// A tensor file could not be read or written.
     #[error(transparent)]
@@ -56,7 +56,7 @@ impl CliError {
     pub fn graph(path: &Path, source: IrError) -> CliError {
         CliError::Graph {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         }
     }
 }
