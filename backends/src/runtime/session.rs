@@ -435,11 +435,13 @@ fn check_value(name: &str, kind: &IoKind, value: &Value) -> Result<(), RuntimeEr
             if dtype.is_some_and(|d| d != t.dtype()) {
                 return Err(mismatch());
             }
-            let fits = dims.len() == t.shape().len()
-                && dims
-                    .iter()
-                    .zip(t.shape())
-                    .all(|(d, &n)| !matches!(d, Dim::Fixed(m) if *m != n));
+            // ORT reports "no shape declared" as zero dims, like a scalar: no rank to check.
+            let fits = dims.is_empty()
+                || dims.len() == t.shape().len()
+                    && dims
+                        .iter()
+                        .zip(t.shape())
+                        .all(|(d, &n)| !matches!(d, Dim::Fixed(m) if *m != n));
             if !fits {
                 return Err(RuntimeError::InputShape {
                     name: name.to_string(),
