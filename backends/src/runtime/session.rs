@@ -235,6 +235,19 @@ impl Session {
         Session::commit("<memory>", options, |b| b.commit_from_memory(bytes))
     }
 
+    /// Loads Kiln's graph of a model (weights travel in memory; nothing is written).
+    pub fn from_graph(model: &kiln_passes::ir::Model) -> Result<Session, RuntimeError> {
+        Session::from_model_with(&model.to_proto(), &SessionOptions::default())
+    }
+
+    /// Loads Kiln's graph of a model with the given options.
+    pub fn from_graph_with(
+        model: &kiln_passes::ir::Model,
+        options: &SessionOptions,
+    ) -> Result<Session, RuntimeError> {
+        Session::from_model_with(&model.to_proto(), options)
+    }
+
     /// Encodes and loads a model with default options; its weights must be embedded.
     pub fn from_model(model: &ModelProto) -> Result<Session, RuntimeError> {
         Session::from_model_with(model, &SessionOptions::default())
