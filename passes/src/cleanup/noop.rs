@@ -1,0 +1,211 @@
+//! `remove-noop`: operators that provably return their input unchanged.
+
+use crate::ir::{Dim, Graph, Model, Node, NodeIndex, ValueRef};
+use crate::pipeline::{Changes, Pass, PassError};
+use crate::tensor::DataType;
+
+use super::bypass::bypass;
+use super::util::{const_ints, each_graph, elem_type_of, shape_of};
+
+/// Removes Cast/CastLike to the input's own type, Reshape to the input's own shape,
+/// identity Transpose, all-zero Pad, whole-tensor Slice, neutral Expand, Mul/Div by one,
+/// Add/Sub of zero (when broadcasting cannot change the shape), and single-input
+/// Concat/Sum/Max/Min/Mean. Shapes and types come from ValueInfo and constants; what is not
+/// known is not removed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RemoveNoop;
+
+impl Pass for RemoveNoop {
+    fn name(&self) -> &'static str {
+        "remove-noop"
+    }
+
+    fn run(&self, model: &mut Model) -> Result<Changes, PassError> {
+        let opset = model.opset("").unwrap_or(1);
+        each_graph(&mut model.graph, &mut |g| Ok(remove_in(g, opset)))
+    }
+}
+
+fn remove_in(graph: &mut Graph, opset: i64) -> Changes {
+    let mut changes = Changes::none();
+    for idx in graph.topo_order() {
+        let Some(node) = graph.node(idx) else {
+            continue;
+        };
+        if node.outputs.len() != 1 || !node.domain().is_empty() && node.domain() != "ai.onnx" {
+            continue;
+        }
+        let Some(input) = noop_input(graph, idx, node, opset) else {
+            continue;
+        };
+        let what = node.op_type().to_ascii_lowercase();
+        if bypass(graph, idx, 0, input) {
+            changes.add(&what, 1);
+        }
+    }
+    changes
+}
+
+/// The input the node's output equals, if the node is a no-op.
+fn noop_input(graph: &Graph, idx: NodeIndex, node: &Node, opset: i64) -> Option<ValueRef> {
+    let x = graph.input(idx, 0)?;
+    let ok = match node.op_type() {
+        "Cast" => cast_is_noop(graph, x, node),
+        "CastLike" => {
+            let to = elem_type_of(graph, graph.input(idx, 1)?)?;
+            elem_type_of(graph, x) == Some(to)
+        }
+        "Reshape" => reshape_is_noop(graph, idx, x, node),
+        "Transpose" => transpose_is_noop(graph, x, node),
+        "Pad" => pad_is_noop(graph, idx, node, opset),
+        "Slice" => slice_is_noop(graph, idx, x, node, opset),
+        "Expand" => {
+            let shape = const_ints(graph, idx, 1)?;
+            broadcast_keeps_shape(&shape_of(graph, x)?, &shape)
+        }
+        "Add" | "Mul" => {
+            // Commutative: the neutral constant may be either operand.
+            let neutral = if node.op_type() == "Add" { 0.0 } else { 1.0 };
+            if is_neutral_for(graph, idx, 1, 0, neutral) {
+                true
+            } else if is_neutral_for(graph, idx, 0, 1, neutral) {
+                return graph.input(idx, 1);
+            } else {
+                false
+            }
+        }
+        "Sub" => is_neutral_for(graph, idx, 1, 0, 0.0),
+        "Div" => is_neutral_for(graph, idx, 1, 0, 1.0),
+        "Concat" | "Sum" | "Max" | "Min" | "Mean" => node.input_arity == 1,
+        _ => false,
+    };
+    ok.then_some(x)
+}
+
+fn cast_is_noop(graph: &Graph, x: ValueRef, node: &Node) -> bool {
+    let to = node
+        .attr("to")
+        .and_then(|a| a.as_int())
+        .and_then(|t| i32::try_from(t).ok())
+        .and_then(DataType::from_onnx);
+    to.is_some() && elem_type_of(graph, x) == to
+}
+
+/// Every target entry copies (0), infers (-1, once) or equals the input's dimension.
+fn reshape_is_noop(graph: &Graph, idx: NodeIndex, x: ValueRef, node: &Node) -> bool {
+    let (Some(target), Some(dims)) = (const_ints(graph, idx, 1), shape_of(graph, x)) else {
+        return false;
+    };
+    let allowzero = node.attr("allowzero").and_then(|a| a.as_int()) == Some(1);
+    if target.len() != dims.len() || graph.constant_input(idx, 1).is_some_and(|t| t.shape().is_empty()) {
+        return false;
+    }
+    let mut inferred = 0;
+    for (&t, d) in target.iter().zip(&dims) {
+        match (t, d) {
+            (0, _) if !allowzero => {}
+            (-1, _) => inferred += 1,
+            (t, Dim::Known(n)) if t >= 0 && t == *n => {}
+            _ => return false,
+        }
+    }
+    // -1 is resolved from the element count, ambiguous when the tensor is empty.
+    inferred <= 1 && (inferred == 0 || !dims.contains(&Dim::Known(0)))
+}
+
+fn transpose_is_noop(graph: &Graph, x: ValueRef, node: &Node) -> bool {
+    match node.attr("perm").and_then(|a| a.as_ints()) {
+        Some(perm) => perm.iter().enumerate().all(|(i, &p)| p == i as i64),
+        // No perm reverses the axes: a no-op at rank 0 or 1.
+        None => shape_of(graph, x).is_some_and(|s| s.len() <= 1),
+    }
+}
+
+/// Zero padding on every side, whatever the mode.
+fn pad_is_noop(graph: &Graph, idx: NodeIndex, node: &Node, opset: i64) -> bool {
+    let pads = if opset >= 11 {
+        const_ints(graph, idx, 1)
+    } else {
+        node.attr("pads")
+            .or_else(|| node.attr("paddings"))
+            .and_then(|a| a.as_ints())
+            .map(<[i64]>::to_vec)
+    };
+    pads.is_some_and(|p| p.iter().all(|&v| v == 0))
+}
+
+/// Starts at 0, ends at or past the end, step 1, on every sliced axis.
+fn slice_is_noop(graph: &Graph, idx: NodeIndex, x: ValueRef, node: &Node, opset: i64) -> bool {
+    let attr = |n: &str| node.attr(n).and_then(|a| a.as_ints()).map(<[i64]>::to_vec);
+    let (starts, ends, axes, steps) = if opset >= 10 {
+        let optional = |slot: usize| match graph.input(idx, slot) {
+            None => Some(None),
+            Some(_) => const_ints(graph, idx, slot).map(Some),
+        };
+        let (Some(axes), Some(steps)) = (optional(3), optional(4)) else {
+            return false;
+        };
+        (const_ints(graph, idx, 1), const_ints(graph, idx, 2), axes, steps)
+    } else {
+        (attr("starts"), attr("ends"), attr("axes"), None)
+    };
+    let (Some(starts), Some(ends)) = (starts, ends) else {
+        return false;
+    };
+    let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return false;
+    }
+    let dims = shape_of(graph, x);
+    let dim = |axis: i64| -> Option<Dim> {
+        let dims = dims.as_ref()?;
+        let rank = dims.len() as i64;
+        let a = if axis < 0 { axis + rank } else { axis };
+        (0..rank).contains(&a).then(|| dims[a as usize].clone())
+    };
+    (0..starts.len()).all(|i| {
+        let d = dim(axes[i]);
+        if axes[i] < 0 && d.is_none() {
+            return false;
+        }
+        let known = match d {
+            Some(Dim::Known(n)) => Some(n),
+            _ => None,
+        };
+        let start_ok = starts[i] == 0 || known.is_some_and(|n| starts[i] <= -n);
+        let end_ok = ends[i] == i64::MAX || known.is_some_and(|n| ends[i] >= n);
+        steps[i] == 1 && start_ok && end_ok
+    })
+}
+
+/// Broadcasting `dims` with a tensor of shape `other` gives back `dims`.
+fn broadcast_keeps_shape(dims: &[Dim], other: &[i64]) -> bool {
+    if other.len() > dims.len() {
+        return false;
+    }
+    let offset = dims.len() - other.len();
+    other
+        .iter()
+        .zip(&dims[offset..])
+        .all(|(&o, d)| o == 1 || *d == Dim::Known(o))
+}
+
+/// Input `c_slot` is a constant of only `neutral` values and broadcasting it against input
+/// `x_slot` keeps that input's shape.
+fn is_neutral_for(graph: &Graph, idx: NodeIndex, c_slot: usize, x_slot: usize, neutral: f64) -> bool {
+    let (Some(c), Some(x)) = (graph.constant_input(idx, c_slot), graph.input(idx, x_slot)) else {
+        return false;
+    };
+    if !c.to_f64_vec().is_some_and(|v| v.iter().all(|&e| e == neutral)) {
+        return false;
+    }
+    if elem_type_of(graph, x).is_some_and(|t| t != c.dtype()) {
+        return false;
+    }
+    if c.shape().is_empty() {
+        return true;
+    }
+    let other: Vec<i64> = c.shape().iter().map(|&d| d as i64).collect();
+    shape_of(graph, x).is_some_and(|dims| broadcast_keeps_shape(&dims, &other))
+}
