@@ -76,7 +76,9 @@ fn cse_in(graph: &mut Graph) -> Changes {
 
 fn eligible(node: &Node) -> bool {
     match &node.kind {
-        NodeKind::Op { op_type, domain, .. } => {
+        NodeKind::Op {
+            op_type, domain, ..
+        } => {
             (domain.is_empty() || domain == "ai.onnx")
                 && !NONDETERMINISTIC.contains(&op_type.as_str())
                 && !node.outputs.is_empty()
@@ -111,4 +113,66 @@ fn can_merge(graph: &Graph, keep: NodeIndex, dup: NodeIndex) -> bool {
         !is_graph_output(graph, v)
             && (!graph.is_used(v) || !graph[keep].outputs[slot].name.is_empty())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cleanup::test_util::*;
+    use crate::ir::AttrValue;
+
+    #[test]
+    fn equal_nodes_merge_transitively() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let a1 = op(&mut m.graph, "Relu", &[x], "a1");
+        let a2 = op(&mut m.graph, "Relu", &[x], "a2");
+        let b1 = op(&mut m.graph, "Neg", &[a1], "b1");
+        let b2 = op(&mut m.graph, "Neg", &[a2], "b2");
+        let s = op(&mut m.graph, "Add", &[b1, b2], "s");
+        output(&mut m.graph, s);
+        let c = run(&CommonSubexpressions, &mut m);
+        assert_eq!(c.get("merged"), 2);
+        assert_eq!(m.graph.inputs(s.node), vec![Some(b1), Some(b1)]);
+        assert_eq!(op_count(&m.graph, "Relu"), 1);
+    }
+
+    #[test]
+    fn attributes_order_randomness_and_outputs_matter() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let t = |p: &[i64]| {
+            Node::op("Transpose", "", &[]).with_attr("perm", AttrValue::Ints(p.to_vec()))
+        };
+        let mut n1 = t(&[1, 0]);
+        n1.outputs = vec![crate::ir::ValueInfo::new("t1")];
+        let mut n2 = t(&[0, 1]);
+        n2.outputs = vec![crate::ir::ValueInfo::new("t2")];
+        let t1 = op_node(&mut m.graph, n1, &[x]);
+        let t2 = op_node(&mut m.graph, n2, &[x]);
+        let r1 = op(&mut m.graph, "RandomNormalLike", &[x], "r1");
+        let r2 = op(&mut m.graph, "RandomNormalLike", &[x], "r2");
+        // Both graph outputs: merging would rename one.
+        let o1 = op(&mut m.graph, "Sigmoid", &[x], "o1");
+        let o2 = op(&mut m.graph, "Sigmoid", &[x], "o2");
+        for v in [t1, t2, r1, r2, o1, o2] {
+            output(&mut m.graph, v);
+        }
+        assert!(run(&CommonSubexpressions, &mut m).is_empty());
+        assert_eq!(output_names(&m), vec!["t1", "t2", "r1", "r2", "o1", "o2"]);
+    }
+
+    #[test]
+    fn kept_node_may_be_an_output() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let o1 = op(&mut m.graph, "Sigmoid", &[x], "o1");
+        let o2 = op(&mut m.graph, "Sigmoid", &[x], "o2");
+        let n = op(&mut m.graph, "Neg", &[o2], "n");
+        output(&mut m.graph, o1);
+        output(&mut m.graph, n);
+        assert_eq!(run(&CommonSubexpressions, &mut m).get("merged"), 1);
+        assert_eq!(m.graph.input(n.node, 0), Some(o1));
+        assert_eq!(output_names(&m), vec!["o1", "n"]);
+    }
 }

@@ -173,8 +173,12 @@ mod tests {
         let mut m = Model::new(17);
         let x = input(&mut m.graph, "x");
         let trip = init(&mut m.graph, "trip", Tensor::scalar(3i64));
-        let c_live = m.graph.add_node(Node::initializer("c_live", Tensor::scalar(1.0f32)));
-        let c_dead = m.graph.add_node(Node::initializer("c_dead", Tensor::scalar(5.0f32)));
+        let c_live = m
+            .graph
+            .add_node(Node::initializer("c_live", Tensor::scalar(1.0f32)));
+        let c_dead = m
+            .graph
+            .add_node(Node::initializer("c_dead", Tensor::scalar(5.0f32)));
         let mut body = crate::ir::Graph::new("body");
         let _i = typed_input(&mut body, "i", DataType::Int64, &[]);
         let cond_in = typed_input(&mut body, "cond_in", DataType::Bool, &[]);
@@ -186,14 +190,20 @@ mod tests {
         let cond_out = op(&mut body, "Identity", &[cond_in], "cond_out");
         output(&mut body, cond_out);
         output(&mut body, sum);
-        let lp = Node::op("Loop", "loop", &["y"]).with_attr("body", AttrValue::Graph(Box::new(body)));
+        let lp =
+            Node::op("Loop", "loop", &["y"]).with_attr("body", AttrValue::Graph(Box::new(body)));
         let lp = m.graph.add_node(lp);
         m.graph.connect(trip, lp, 0);
         m.graph.connect(x, lp, 2);
         m.graph.capture(ValueRef::new(c_live, 0), lp);
         m.graph.capture(ValueRef::new(c_dead, 0), lp);
         output(&mut m.graph, ValueRef::new(lp, 0));
-        (m, ValueRef::new(lp, 0), ValueRef::new(c_live, 0), ValueRef::new(c_dead, 0))
+        (
+            m,
+            ValueRef::new(lp, 0),
+            ValueRef::new(c_live, 0),
+            ValueRef::new(c_dead, 0),
+        )
     }
 
     #[test]

@@ -79,3 +79,89 @@ fn hash_tensor(t: &Tensor) -> u64 {
     }
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cleanup::test_util::*;
+    use crate::ir::{ConstantAttr, ConstantOrigin, Node, NodeKind, TensorSource};
+
+    fn constant_op(g: &mut Graph, name: &str, t: Tensor) -> ValueRef {
+        let mut n = Node::initializer(name, t);
+        if let NodeKind::Constant { origin, .. } = &mut n.kind {
+            *origin = ConstantOrigin::ConstantOp {
+                attr: ConstantAttr::Value,
+                domain: String::new(),
+                attr_doc_string: String::new(),
+                source: TensorSource::none(),
+            };
+        }
+        ValueRef::new(g.add_node(n), 0)
+    }
+
+    #[test]
+    fn equal_constants_merge_into_the_first() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let a = init(&mut m.graph, "a", Tensor::scalar(2.0f32));
+        let b = constant_op(&mut m.graph, "b", Tensor::scalar(2.0f32));
+        let c = init(&mut m.graph, "c", Tensor::scalar(3.0f32));
+        let d = init(
+            &mut m.graph,
+            "d",
+            Tensor::from_vec(vec![1], vec![2.0f32]).unwrap(),
+        );
+        let e = init(&mut m.graph, "e", Tensor::scalar(2.0f64));
+        let mut outs = Vec::new();
+        for (i, k) in [a, b, c, d, e].into_iter().enumerate() {
+            outs.push(op(&mut m.graph, "Mul", &[x, k], &format!("m{i}")));
+        }
+        for o in outs.clone() {
+            output(&mut m.graph, o);
+        }
+        let ch = run(&DedupConstants, &mut m);
+        assert_eq!(ch.get("merged"), 1);
+        assert_eq!(m.graph.input(outs[1].node, 1), Some(a));
+        assert!(m.graph.node(b.node).is_none());
+        assert_eq!(m.graph.input(outs[3].node, 1), Some(d));
+        assert_eq!(m.graph.input(outs[4].node, 1), Some(e));
+    }
+
+    #[test]
+    fn graph_output_constants_are_kept() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let a = init(&mut m.graph, "a", Tensor::scalar(2.0f32));
+        let b = init(&mut m.graph, "b", Tensor::scalar(2.0f32));
+        let c = init(&mut m.graph, "c", Tensor::scalar(2.0f32));
+        let y = op(&mut m.graph, "Mul", &[x, c], "y");
+        output(&mut m.graph, b);
+        output(&mut m.graph, y);
+        output(&mut m.graph, a);
+        let ch = run(&DedupConstants, &mut m);
+        assert_eq!(ch.get("merged"), 1);
+        assert_eq!(output_names(&m), vec!["b", "y", "a"]);
+        assert!(m.graph.node(c.node).is_none());
+        assert_eq!(m.graph.input(y.node, 1), Some(a));
+    }
+
+    #[test]
+    fn overridable_initializers_are_not_merged() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let a = init(&mut m.graph, "a", Tensor::scalar(2.0f32));
+        let mut listed = Node::initializer("listed", Tensor::scalar(2.0f32));
+        if let NodeKind::Constant { origin, .. } = &mut listed.kind {
+            *origin = ConstantOrigin::Initializer {
+                listed_as_input: true,
+                source: TensorSource::none(),
+            };
+        }
+        let l = ValueRef::new(m.graph.add_node(listed), 0);
+        let y = op(&mut m.graph, "Mul", &[x, a], "y");
+        let z = op(&mut m.graph, "Mul", &[y, l], "z");
+        output(&mut m.graph, z);
+        assert!(run(&DedupConstants, &mut m).is_empty());
+        assert_eq!(m.graph.input(z.node, 1), Some(l));
+    }
+}

@@ -41,8 +41,7 @@ fn remove_in(graph: &mut Graph, opset: i64) -> Changes {
         let Some(input) = graph.input(idx, 0) else {
             continue;
         };
-        if graph.node(idx).is_some_and(|n| !n.outputs.is_empty()) && bypass(graph, idx, 0, input)
-        {
+        if graph.node(idx).is_some_and(|n| !n.outputs.is_empty()) && bypass(graph, idx, 0, input) {
             changes.add(what, 1);
         }
     }
@@ -65,8 +64,7 @@ fn dropout_is_identity(graph: &Graph, idx: NodeIndex, opset: i64) -> bool {
     match graph.input(idx, 2) {
         None => true,
         Some(v) => graph.constant(v).is_some_and(|t| {
-            t.dtype() == DataType::Bool
-                && t.to_vec::<bool>().is_ok_and(|b| b.iter().all(|&x| !x))
+            t.dtype() == DataType::Bool && t.to_vec::<bool>().is_ok_and(|b| b.iter().all(|&x| !x))
         }),
     }
 }
@@ -161,8 +159,12 @@ mod tests {
         let d = op(&mut m.graph, "Dropout", &[x], "d");
         let r = op(&mut m.graph, "Relu", &[d], "r");
         // Training mode on: stays.
-        let t = m.graph.add_node(Node::initializer("t", Tensor::scalar(true)));
-        let ratio = m.graph.add_node(Node::initializer("ratio", Tensor::scalar(0.5f32)));
+        let t = m
+            .graph
+            .add_node(Node::initializer("t", Tensor::scalar(true)));
+        let ratio = m
+            .graph
+            .add_node(Node::initializer("ratio", Tensor::scalar(0.5f32)));
         let d2 = op(
             &mut m.graph,
             "Dropout",

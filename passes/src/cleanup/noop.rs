@@ -97,7 +97,11 @@ fn reshape_is_noop(graph: &Graph, idx: NodeIndex, x: ValueRef, node: &Node) -> b
         return false;
     };
     let allowzero = node.attr("allowzero").and_then(|a| a.as_int()) == Some(1);
-    if target.len() != dims.len() || graph.constant_input(idx, 1).is_some_and(|t| t.shape().is_empty()) {
+    if target.len() != dims.len()
+        || graph
+            .constant_input(idx, 1)
+            .is_some_and(|t| t.shape().is_empty())
+    {
         return false;
     }
     let mut inferred = 0;
@@ -145,7 +149,12 @@ fn slice_is_noop(graph: &Graph, idx: NodeIndex, x: ValueRef, node: &Node, opset:
         let (Some(axes), Some(steps)) = (optional(3), optional(4)) else {
             return false;
         };
-        (const_ints(graph, idx, 1), const_ints(graph, idx, 2), axes, steps)
+        (
+            const_ints(graph, idx, 1),
+            const_ints(graph, idx, 2),
+            axes,
+            steps,
+        )
     } else {
         (attr("starts"), attr("ends"), attr("axes"), None)
     };
@@ -193,11 +202,20 @@ fn broadcast_keeps_shape(dims: &[Dim], other: &[i64]) -> bool {
 
 /// Input `c_slot` is a constant of only `neutral` values and broadcasting it against input
 /// `x_slot` keeps that input's shape.
-fn is_neutral_for(graph: &Graph, idx: NodeIndex, c_slot: usize, x_slot: usize, neutral: f64) -> bool {
+fn is_neutral_for(
+    graph: &Graph,
+    idx: NodeIndex,
+    c_slot: usize,
+    x_slot: usize,
+    neutral: f64,
+) -> bool {
     let (Some(c), Some(x)) = (graph.constant_input(idx, c_slot), graph.input(idx, x_slot)) else {
         return false;
     };
-    if !c.to_f64_vec().is_some_and(|v| v.iter().all(|&e| e == neutral)) {
+    if !c
+        .to_f64_vec()
+        .is_some_and(|v| v.iter().all(|&e| e == neutral))
+    {
         return false;
     }
     if elem_type_of(graph, x).is_some_and(|t| t != c.dtype()) {
@@ -208,4 +226,173 @@ fn is_neutral_for(graph: &Graph, idx: NodeIndex, c_slot: usize, x_slot: usize, n
     }
     let other: Vec<i64> = c.shape().iter().map(|&d| d as i64).collect();
     shape_of(graph, x).is_some_and(|dims| broadcast_keeps_shape(&dims, &other))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cleanup::test_util::*;
+    use crate::ir::AttrValue;
+    use crate::tensor::Tensor;
+
+    /// x (float [2,3]) → node → Neg → output; returns the model and the Neg's input after
+    /// running the pass.
+    fn run_one(node: Node, extra: &[(usize, Tensor)], opset: i64) -> (Changes, bool) {
+        let mut m = Model::new(opset);
+        let x = input(&mut m.graph, "x");
+        let mut ins = vec![x];
+        for (slot, t) in extra {
+            let c = init(&mut m.graph, &format!("c{slot}"), t.clone());
+            ins.push(c);
+        }
+        let n = op_node(&mut m.graph, node, &ins);
+        let neg = op(&mut m.graph, "Neg", &[n], "neg");
+        output(&mut m.graph, neg);
+        let c = run(&RemoveNoop, &mut m);
+        let removed = m.graph.input(neg.node, 0) == Some(x);
+        assert_eq!(removed, m.graph.node(n.node).is_none());
+        (c, removed)
+    }
+
+    fn ints(v: &[i64]) -> Tensor {
+        Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn cast_to_same_type_only() {
+        let same = Node::op("Cast", "", &["y"]).with_attr("to", AttrValue::Int(1));
+        let (c, removed) = run_one(same, &[], 17);
+        assert!(removed);
+        assert_eq!(c.get("cast"), 1);
+        let other = Node::op("Cast", "", &["y"]).with_attr("to", AttrValue::Int(10));
+        assert!(!run_one(other, &[], 17).1);
+    }
+
+    #[test]
+    fn reshape_to_same_shape() {
+        let r = || Node::op("Reshape", "", &["y"]);
+        assert!(run_one(r(), &[(1, ints(&[2, 3]))], 17).1);
+        assert!(run_one(r(), &[(1, ints(&[0, -1]))], 17).1);
+        assert!(!run_one(r(), &[(1, ints(&[3, 2]))], 17).1);
+        assert!(!run_one(r(), &[(1, ints(&[6]))], 17).1);
+        assert!(!run_one(r(), &[(1, ints(&[-1, -1]))], 17).1);
+        let allowzero = r().with_attr("allowzero", AttrValue::Int(1));
+        assert!(!run_one(allowzero, &[(1, ints(&[0, 3]))], 17).1);
+    }
+
+    #[test]
+    fn reshape_with_symbolic_dims_copied_by_zero() {
+        let mut m = Model::new(17);
+        let x = ValueRef::new(
+            m.graph.add_node(Node::input(crate::ir::ValueInfo::tensor(
+                "x",
+                DataType::Float,
+                &[Dim::Symbolic("batch".into()), Dim::Known(3)],
+            ))),
+            0,
+        );
+        let s = init(&mut m.graph, "s", ints(&[0, 3]));
+        let s2 = init(&mut m.graph, "s2", ints(&[-1, 3]));
+        let s3 = init(&mut m.graph, "s3", ints(&[4, 3]));
+        let r1 = op(&mut m.graph, "Reshape", &[x, s], "r1");
+        let r2 = op(&mut m.graph, "Reshape", &[r1, s2], "r2");
+        let r3 = op(&mut m.graph, "Reshape", &[r2, s3], "r3");
+        output(&mut m.graph, r3);
+        let c = run(&RemoveNoop, &mut m);
+        assert_eq!(c.get("reshape"), 2);
+        assert_eq!(m.graph.input(r3.node, 0), Some(x));
+    }
+
+    #[test]
+    fn transpose_pad_slice_expand() {
+        let t = Node::op("Transpose", "", &["y"]).with_attr("perm", AttrValue::Ints(vec![0, 1]));
+        assert!(run_one(t, &[], 17).1);
+        let t = Node::op("Transpose", "", &["y"]).with_attr("perm", AttrValue::Ints(vec![1, 0]));
+        assert!(!run_one(t, &[], 17).1);
+        // Default perm reverses: not a no-op at rank 2.
+        assert!(!run_one(Node::op("Transpose", "", &["y"]), &[], 17).1);
+
+        let pad = || Node::op("Pad", "", &["y"]);
+        assert!(run_one(pad(), &[(1, ints(&[0, 0, 0, 0]))], 17).1);
+        assert!(!run_one(pad(), &[(1, ints(&[0, 1, 0, 0]))], 17).1);
+        let old = pad().with_attr("pads", AttrValue::Ints(vec![0, 0, 0, 0]));
+        assert!(run_one(old, &[], 9).1);
+
+        let slice = || Node::op("Slice", "", &["y"]);
+        let all = [
+            (1, ints(&[0, 0])),
+            (2, ints(&[i64::MAX, 3])),
+            (3, ints(&[0, -1])),
+        ];
+        assert!(run_one(slice(), &all, 17).1);
+        let some = [(1, ints(&[0])), (2, ints(&[2])), (3, ints(&[1]))];
+        assert!(!run_one(slice(), &some, 17).1);
+        let step2 = [
+            (1, ints(&[0])),
+            (2, ints(&[9])),
+            (3, ints(&[0])),
+            (4, ints(&[2])),
+        ];
+        assert!(!run_one(slice(), &step2, 17).1);
+        let old = slice()
+            .with_attr("starts", AttrValue::Ints(vec![-5]))
+            .with_attr("ends", AttrValue::Ints(vec![3]))
+            .with_attr("axes", AttrValue::Ints(vec![1]));
+        assert!(run_one(old, &[], 9).1);
+
+        let expand = || Node::op("Expand", "", &["y"]);
+        assert!(run_one(expand(), &[(1, ints(&[1, 3]))], 17).1);
+        assert!(run_one(expand(), &[(1, ints(&[1]))], 17).1);
+        assert!(!run_one(expand(), &[(1, ints(&[1, 2, 3]))], 17).1);
+        assert!(!run_one(expand(), &[(1, ints(&[4, 3]))], 17).1);
+    }
+
+    #[test]
+    fn neutral_arithmetic_only_when_broadcast_keeps_shape() {
+        let mul = || Node::op("Mul", "", &["y"]);
+        assert!(run_one(mul(), &[(1, Tensor::scalar(1.0f32))], 17).1);
+        assert!(!run_one(mul(), &[(1, Tensor::scalar(2.0f32))], 17).1);
+        let ones = Tensor::from_vec(vec![1, 3], vec![1.0f32; 3]).unwrap();
+        assert!(run_one(mul(), &[(1, ones)], 17).1);
+        let grows = Tensor::from_vec(vec![2, 1, 1], vec![1.0f32; 2]).unwrap();
+        assert!(!run_one(mul(), &[(1, grows)], 17).1);
+        let add = || Node::op("Add", "", &["y"]);
+        assert!(run_one(add(), &[(1, Tensor::scalar(0.0f32))], 17).1);
+        let sub = || Node::op("Sub", "", &["y"]);
+        assert!(run_one(sub(), &[(1, Tensor::scalar(0.0f32))], 17).1);
+        let div = || Node::op("Div", "", &["y"]);
+        assert!(!run_one(div(), &[(1, Tensor::scalar(0.0f32))], 17).1);
+    }
+
+    #[test]
+    fn neutral_constant_first_and_single_input_concat() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let one = init(&mut m.graph, "one", Tensor::scalar(1.0f32));
+        let a = op(&mut m.graph, "Mul", &[one, x], "a");
+        let cat = op_node(
+            &mut m.graph,
+            Node::op("Concat", "", &["cat"]).with_attr("axis", AttrValue::Int(0)),
+            &[a],
+        );
+        let neg = op(&mut m.graph, "Neg", &[cat], "neg");
+        output(&mut m.graph, neg);
+        let c = run(&RemoveNoop, &mut m);
+        assert_eq!((c.get("mul"), c.get("concat")), (1, 1));
+        assert_eq!(m.graph.input(neg.node, 0), Some(x));
+    }
+
+    #[test]
+    fn noop_between_input_and_output_stays() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let cast = op_node(
+            &mut m.graph,
+            Node::op("Cast", "", &["y"]).with_attr("to", AttrValue::Int(1)),
+            &[x],
+        );
+        output(&mut m.graph, cast);
+        assert!(run(&RemoveNoop, &mut m).is_empty());
+        assert_eq!(output_names(&m), vec!["y"]);
+    }
 }

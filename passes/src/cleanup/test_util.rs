@@ -12,7 +12,10 @@ pub(crate) fn input(g: &mut Graph, name: &str) -> ValueRef {
 /// An input with an element type and a static shape.
 pub(crate) fn typed_input(g: &mut Graph, name: &str, dt: DataType, shape: &[i64]) -> ValueRef {
     let dims: Vec<Dim> = shape.iter().map(|&d| Dim::Known(d)).collect();
-    ValueRef::new(g.add_node(Node::input(ValueInfo::tensor(name, dt, &dims))), 0)
+    ValueRef::new(
+        g.add_node(Node::input(ValueInfo::tensor(name, dt, &dims))),
+        0,
+    )
 }
 
 /// A non-listed initializer.
@@ -34,12 +37,6 @@ pub(crate) fn op_node(g: &mut Graph, node: Node, inputs: &[ValueRef]) -> ValueRe
     ValueRef::new(idx, 0)
 }
 
-/// Sets the declared type of `v`.
-pub(crate) fn set_type(g: &mut Graph, v: ValueRef, dt: DataType, shape: &[Dim]) {
-    let name = g.value_name(v).to_string();
-    *g.value_info_mut(v) = ValueInfo::tensor(name, dt, shape);
-}
-
 /// Appends `v` to the graph outputs.
 pub(crate) fn output(g: &mut Graph, v: ValueRef) {
     let info = g.value_info(v).clone();
@@ -47,7 +44,13 @@ pub(crate) fn output(g: &mut Graph, v: ValueRef) {
 }
 
 /// An If node on `cond` with two branches and one output named `out`.
-pub(crate) fn if_node(g: &mut Graph, cond: ValueRef, then_g: Graph, else_g: Graph, out: &str) -> ValueRef {
+pub(crate) fn if_node(
+    g: &mut Graph,
+    cond: ValueRef,
+    then_g: Graph,
+    else_g: Graph,
+    out: &str,
+) -> ValueRef {
     let node = Node::op("If", out, &[out])
         .with_attr("then_branch", AttrValue::Graph(Box::new(then_g)))
         .with_attr("else_branch", AttrValue::Graph(Box::new(else_g)));

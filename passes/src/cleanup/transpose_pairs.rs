@@ -90,3 +90,89 @@ fn set_perm(graph: &mut Graph, node: NodeIndex, perm: &[i64]) {
     node.attributes
         .push(Attribute::new("perm", AttrValue::Ints(perm.to_vec())));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cleanup::test_util::*;
+    use crate::ir::{Node, ValueInfo};
+    use crate::tensor::DataType;
+
+    fn transpose(g: &mut Graph, x: ValueRef, perm: Option<&[i64]>, out: &str) -> ValueRef {
+        let mut n = Node::op("Transpose", out, &[out]);
+        if let Some(p) = perm {
+            n = n.with_attr("perm", AttrValue::Ints(p.to_vec()));
+        }
+        op_node(g, n, &[x])
+    }
+
+    #[test]
+    fn inverse_pair_cancels() {
+        let mut m = Model::new(17);
+        let x = typed_input(&mut m.graph, "x", DataType::Float, &[1, 2, 3, 4]);
+        let a = transpose(&mut m.graph, x, Some(&[0, 2, 3, 1]), "a");
+        let b = transpose(&mut m.graph, a, Some(&[0, 3, 1, 2]), "b");
+        let r = op(&mut m.graph, "Relu", &[b], "r");
+        output(&mut m.graph, r);
+        let c = run(&CancelTransposes, &mut m);
+        assert_eq!((c.get("merged"), c.get("cancelled")), (1, 1));
+        assert_eq!(op_count(&m.graph, "Transpose"), 0);
+        assert_eq!(m.graph.input(r.node, 0), Some(x));
+    }
+
+    #[test]
+    fn chain_composes_into_one() {
+        let mut m = Model::new(17);
+        let x = typed_input(&mut m.graph, "x", DataType::Float, &[2, 3, 4]);
+        let a = transpose(&mut m.graph, x, Some(&[1, 0, 2]), "a");
+        let b = transpose(&mut m.graph, a, Some(&[0, 2, 1]), "b");
+        // No perm: reversal, rank from the declared shape of the chain's input.
+        let c = transpose(&mut m.graph, b, None, "c");
+        output(&mut m.graph, c);
+        let ch = run(&CancelTransposes, &mut m);
+        assert_eq!(ch.get("merged"), 2);
+        assert_eq!(op_count(&m.graph, "Transpose"), 1);
+        // x[2,3,4] -[1,0,2]-> [3,2,4] -[0,2,1]-> [3,4,2] -rev-> [2,4,3] = x perm [0,2,1]
+        let perm = m.graph[c.node]
+            .attr("perm")
+            .and_then(|a| a.as_ints())
+            .map(<[i64]>::to_vec);
+        assert_eq!(perm, Some(vec![0, 2, 1]));
+        assert_eq!(m.graph.input(c.node, 0), Some(x));
+        assert_eq!(output_names(&m), vec!["c"]);
+    }
+
+    #[test]
+    fn shared_inner_transpose_stays_and_unknown_rank_is_skipped() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let a = transpose(&mut m.graph, x, Some(&[1, 0]), "a");
+        let b = transpose(&mut m.graph, a, Some(&[1, 0]), "b");
+        let n = op(&mut m.graph, "Neg", &[a], "n");
+        output(&mut m.graph, b);
+        output(&mut m.graph, n);
+        assert!(run(&CancelTransposes, &mut m).is_empty());
+
+        let mut m = Model::new(17);
+        // Rank unknown: the default perm cannot be resolved.
+        let y = input(&mut m.graph, "y");
+        *m.graph.value_info_mut(y) = ValueInfo::new("y");
+        let a = transpose(&mut m.graph, y, None, "a");
+        let b = transpose(&mut m.graph, a, Some(&[1, 0]), "b");
+        output(&mut m.graph, b);
+        assert!(run(&CancelTransposes, &mut m).is_empty());
+    }
+
+    #[test]
+    fn identity_result_feeding_output_from_input_keeps_one_transpose() {
+        let mut m = Model::new(17);
+        let x = input(&mut m.graph, "x");
+        let a = transpose(&mut m.graph, x, Some(&[1, 0]), "a");
+        let b = transpose(&mut m.graph, a, Some(&[1, 0]), "y");
+        output(&mut m.graph, b);
+        let c = run(&CancelTransposes, &mut m);
+        assert_eq!((c.get("merged"), c.get("cancelled")), (1, 0));
+        assert_eq!(op_count(&m.graph, "Transpose"), 1);
+        assert_eq!(output_names(&m), vec!["y"]);
+    }
+}

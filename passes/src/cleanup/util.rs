@@ -32,7 +32,11 @@ pub(crate) fn elem_type_of(graph: &Graph, value: ValueRef) -> Option<DataType> {
 }
 
 /// A constant input read as int64 values (any integer constant of rank ≤ 1).
-pub(crate) fn const_ints(graph: &Graph, node: crate::ir::NodeIndex, slot: usize) -> Option<Vec<i64>> {
+pub(crate) fn const_ints(
+    graph: &Graph,
+    node: crate::ir::NodeIndex,
+    slot: usize,
+) -> Option<Vec<i64>> {
     let t = graph.constant_input(node, slot)?;
     if t.shape().len() > 1 {
         return None;
