@@ -9,8 +9,8 @@ use super::util::{const_ints, each_graph, elem_type_of, shape_of};
 
 /// Removes Cast/CastLike to the input's own type, Reshape to the input's own shape,
 /// identity Transpose, all-zero Pad, whole-tensor Slice, neutral Expand, Mul/Div by one,
-/// Add/Sub of zero (when broadcasting cannot change the shape), and single-input
-/// Concat/Sum/Max/Min/Mean. Shapes and types come from ValueInfo and constants; what is not
+/// Add/Sub of zero (when broadcasting cannot change the shape), single-input
+/// Concat/Sum/Max/Min/Mean, and a Squeeze/Unsqueeze that undoes the one before it. Shapes and types come from ValueInfo and constants; what is not
 /// known is not removed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RemoveNoop;
@@ -77,9 +77,38 @@ fn noop_input(graph: &Graph, idx: NodeIndex, node: &Node, opset: i64) -> Option<
         "Sub" => is_neutral_for(graph, idx, 1, 0, 0.0),
         "Div" => is_neutral_for(graph, idx, 1, 0, 1.0),
         "Concat" | "Sum" | "Max" | "Min" | "Mean" => node.input_arity == 1,
+        "Squeeze" | "Unsqueeze" => return undone_squeeze(graph, idx, x, opset),
         _ => false,
     };
     ok.then_some(x)
+}
+
+/// Squeeze(Unsqueeze(x, a), a) or Unsqueeze(Squeeze(x, a), a): both normalize negative
+/// axes against the same rank, so equal axis lists undo each other; the result is `x`.
+fn undone_squeeze(graph: &Graph, idx: NodeIndex, mid: ValueRef, opset: i64) -> Option<ValueRef> {
+    let node = graph.node(idx)?;
+    let inner = graph.node(mid.node)?;
+    let opposite = if node.op_type() == "Squeeze" {
+        "Unsqueeze"
+    } else {
+        "Squeeze"
+    };
+    if inner.op_type() != opposite || inner.domain() != node.domain() || mid.slot != 0 {
+        return None;
+    }
+    let axes = |n: NodeIndex| -> Option<Vec<i64>> {
+        let mut a = if opset >= 13 {
+            const_ints(graph, n, 1)?
+        } else {
+            graph.node(n)?.attr("axes")?.as_ints()?.to_vec()
+        };
+        a.sort_unstable();
+        Some(a)
+    };
+    let (outer_axes, inner_axes) = (axes(idx)?, axes(mid.node)?);
+    (!outer_axes.is_empty() && outer_axes == inner_axes)
+        .then(|| graph.input(mid.node, 0))
+        .flatten()
 }
 
 fn cast_is_noop(graph: &Graph, x: ValueRef, node: &Node) -> bool {
@@ -394,5 +423,32 @@ mod tests {
         output(&mut m.graph, cast);
         assert!(run(&RemoveNoop, &mut m).is_empty());
         assert_eq!(output_names(&m), vec!["y"]);
+    }
+
+    #[test]
+    fn squeeze_undoing_unsqueeze() {
+        for opset in [11, 13] {
+            let mut m = Model::new(opset);
+            let x = input(&mut m.graph, "x");
+            let with_axes = |n: Node, g: &mut Graph, v: ValueRef, axes: &[i64]| {
+                if opset >= 13 {
+                    let a = init(g, &g.fresh_name("axes"), ints(axes));
+                    op_node(g, n, &[v, a])
+                } else {
+                    op_node(g, n.with_attr("axes", AttrValue::Ints(axes.to_vec())), &[v])
+                }
+            };
+            let u = with_axes(Node::op("Unsqueeze", "", &["u"]), &mut m.graph, x, &[0, -1]);
+            let s = with_axes(Node::op("Squeeze", "", &["s"]), &mut m.graph, u, &[-1, 0]);
+            let n = op(&mut m.graph, "Neg", &[s], "n");
+            // Different axes: stays.
+            let u2 = with_axes(Node::op("Unsqueeze", "", &["u2"]), &mut m.graph, n, &[0]);
+            let s2 = with_axes(Node::op("Squeeze", "", &["s2"]), &mut m.graph, u2, &[1]);
+            output(&mut m.graph, s2);
+            let c = run(&RemoveNoop, &mut m);
+            assert_eq!(c.get("squeeze"), 1, "opset {opset}");
+            assert_eq!(m.graph.input(n.node, 0), Some(x));
+            assert!(m.graph.node(s2.node).is_some());
+        }
     }
 }
