@@ -130,10 +130,9 @@ struct Tally {
     failures: Vec<String>,
 }
 
-/// Checks one model; returns whether the passes changed it.
-fn check(dir: &Path, t: &mut Tally) {
-    let path = dir.join("model.onnx");
-    let Ok(loaded) = kiln_proto::load_model(&path) else {
+/// Checks the model at `path` against the test data set in `dir`.
+fn check(path: &Path, dir: &Path, t: &mut Tally) {
+    let Ok(loaded) = kiln_proto::load_model(path) else {
         t.unloadable += 1;
         return;
     };
@@ -216,15 +215,17 @@ fn check(dir: &Path, t: &mut Tally) {
     }
 }
 
-#[test]
-fn cleanup_keeps_outputs_of_real_models() {
+/// Runs every model, as given or as `models` maps it (`None`: skipped), and prints the tally.
+fn check_all(label: &str, models: impl Fn(usize, &Path) -> Option<PathBuf>) {
     let dirs = model_dirs();
     let mut t = Tally::default();
-    for dir in &dirs {
-        check(dir, &mut t);
+    for (i, dir) in dirs.iter().enumerate() {
+        if let Some(path) = models(i, dir) {
+            check(&path, dir, &mut t);
+        }
     }
     println!(
-        "cleanup: {} models ({} unloadable), {} changed; operators {} -> {}",
+        "{label}: {} models ({} unloadable), {} changed; operators {} -> {}",
         t.models, t.unloadable, t.changed, t.ops_before, t.ops_after
     );
     println!(
@@ -239,6 +240,52 @@ fn cleanup_keeps_outputs_of_real_models() {
     }
     assert!(t.models > 0, "no models found");
     assert!(t.failures.is_empty(), "{} failures", t.failures.len());
+}
+
+#[test]
+fn cleanup_keeps_outputs_of_real_models() {
+    check_all("cleanup", |_, dir| Some(dir.join("model.onnx")));
+}
+
+/// Models as given carry few shapes; with `onnx.shape_inference`'s value_info the rewrites
+/// that need shapes and types (no-op Reshape, Slice, Cast, …) get their chance.
+#[test]
+fn cleanup_keeps_outputs_of_shape_inferred_models() {
+    let Ok(tmp) = tempfile::tempdir() else {
+        return;
+    };
+    let list: Vec<String> = model_dirs()
+        .iter()
+        .map(|d| d.join("model.onnx").display().to_string())
+        .collect();
+    let script = "import onnx,sys\n\
+        from onnx import shape_inference\n\
+        out=sys.argv[1]\n\
+        for i,p in enumerate(sys.stdin.read().splitlines()):\n\
+        \x20 try:\n\
+        \x20   onnx.save(shape_inference.infer_shapes(onnx.load(p)), f'{out}/{i}.onnx')\n\
+        \x20 except Exception:\n\
+        \x20   pass\n";
+    let child = Command::new("python3")
+        .args(["-c", script])
+        .arg(tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        return;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(list.join("\n").as_bytes());
+    }
+    if !child.wait().is_ok_and(|s| s.success()) {
+        println!("shape inference unavailable; skipped");
+        return;
+    }
+    check_all("cleanup with inferred shapes", |i, _| {
+        let p = tmp.path().join(format!("{i}.onnx"));
+        p.is_file().then_some(p)
+    });
 }
 
 /// The `light` zoo models have no test data: the passes must only leave them valid.
