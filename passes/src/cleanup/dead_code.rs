@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
-use crate::ir::{Graph, InputSlot, Model, NodeIndex, NodeKind};
+use crate::ir::{Graph, Model, NodeIndex, NodeKind};
 use crate::pipeline::{Changes, Pass, PassError};
 
 /// Removes every node whose outputs reach no graph output (through operands or subgraph
@@ -99,17 +99,12 @@ fn drop_stale_captures(graph: &mut Graph, owner: NodeIndex) {
         })
         .collect();
     let stale: Vec<_> = graph
-        .g
-        .edges_directed(owner, Direction::Incoming)
-        .filter(|e| e.weight().dst == InputSlot::Captured)
-        .filter(|e| {
-            let name = graph.value_name(crate::ir::ValueRef::new(e.source(), e.weight().src_slot));
-            !read.contains(name)
-        })
-        .map(|e| e.id())
+        .captures(owner)
+        .into_iter()
+        .filter(|&v| !read.contains(graph.value_name(v)))
         .collect();
-    for id in stale {
-        graph.g.remove_edge(id);
+    for v in stale {
+        graph.uncapture(v, owner);
     }
 }
 

@@ -205,6 +205,23 @@ impl Graph {
         }
     }
 
+    /// Drops the record that `owner`'s subgraphs read `src` (once no body reads it any more).
+    pub fn uncapture(&mut self, src: ValueRef, owner: NodeIndex) {
+        let stale: Vec<_> = self
+            .g
+            .edges_directed(owner, Direction::Incoming)
+            .filter(|e| {
+                e.weight().dst == InputSlot::Captured
+                    && e.source() == src.node
+                    && e.weight().src_slot == src.slot
+            })
+            .map(|e| e.id())
+            .collect();
+        for id in stale {
+            self.g.remove_edge(id);
+        }
+    }
+
     /// What feeds each input slot of `node`, in slot order (`None` for absent inputs).
     pub fn inputs(&self, node: NodeIndex) -> Vec<Option<ValueRef>> {
         let arity = self.g.node_weight(node).map_or(0, |n| n.input_arity);
