@@ -1,4 +1,4 @@
-//! `upgrade-opset` on the ONNX backend test models below opset 17: each is upgraded to 17 and
+//! `upgrade-opset` on the ONNX backend test models and Kiln's `models/` below opset 17: each is upgraded to 17 and
 //! to 21, run in ONNX Runtime on `test_data_set_0`, and compared with the reference outputs
 //! (or, where ONNX Runtime's result for the original differs from the reference, with that).
 
@@ -168,8 +168,13 @@ fn check(dir: &Path, id: String) -> Option<Checked> {
 fn backend_models_upgraded_to_17_and_21_match_onnx_runtime() {
     let root = test_data();
     let mut dirs: Vec<(PathBuf, String)> = Vec::new();
-    for folder in FOLDERS {
-        let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+    let kiln_models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let roots = FOLDERS
+        .iter()
+        .map(|f| (root.join(f), *f))
+        .chain([(kiln_models, "models")]);
+    for (dir, folder) in roots {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         for e in entries.flatten() {
@@ -206,7 +211,7 @@ fn backend_models_upgraded_to_17_and_21_match_onnx_runtime() {
     let below7 = results.iter().filter(|c| c.opset < 7).count();
     let not_runnable = results.iter().filter(|c| c.original.is_err()).count();
     let mut report = format!(
-        "{} backend models below opset 17 ({below7} below opset 7); {not_runnable} not runnable by ONNX Runtime originally\n",
+        "{} models below opset 17 ({below7} below opset 7); {not_runnable} not runnable by ONNX Runtime originally\n",
         results.len()
     );
     let mut failures = Vec::new();
