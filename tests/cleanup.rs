@@ -11,7 +11,7 @@ use kiln_passes::ir::Model;
 use kiln_passes::pipeline::{Changes, Pipeline};
 use kiln_proto::onnx::ModelProto;
 use kiln_proto::SaveOptions;
-use kiln_tests::{backend_cases, check_cases, model_cases, Case, BACKEND_FOLDERS};
+use kiln_tests::{backend_cases, check_cases, model_cases, Case, TransformError, BACKEND_FOLDERS};
 
 const TOL: Tolerance = Tolerance {
     rtol: 1e-4,
@@ -30,7 +30,7 @@ fn cleanup_keeps_every_model_computing_the_same() {
     let mut cases = backend_cases(&BACKEND_FOLDERS);
     cases.extend(model_cases());
     let totals: Mutex<(Changes, usize, usize, usize)> = Mutex::default();
-    let transform = |case: &Case, dir: &Path| -> Result<PathBuf, String> {
+    let transform = |case: &Case, dir: &Path| -> Result<PathBuf, TransformError> {
         let loaded = kiln_proto::load_model(&case.model).map_err(|e| e.to_string())?;
         let mut model = Model::from_proto(&loaded.model).map_err(|e| e.to_string())?;
         let before = model.graph.stats().nodes;
@@ -41,7 +41,9 @@ fn cleanup_keeps_every_model_computing_the_same() {
             .map_err(|e| e.to_string())?;
         let proto = model.to_proto();
         if interface(&proto) != interface(&loaded.model) {
-            return Err("the model's interface changed".into());
+            return Err(TransformError::Failed(
+                "the model's interface changed".into(),
+            ));
         }
         if let Ok(mut t) = totals.lock() {
             for r in &records {

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use kiln_backends::compare::Tolerance;
 use kiln_passes::ir::Model;
 use kiln_proto::SaveOptions;
-use kiln_tests::{backend_cases, check_cases, model_cases, Case, BACKEND_FOLDERS};
+use kiln_tests::{backend_cases, check_cases, model_cases, Case, TransformError, BACKEND_FOLDERS};
 
 /// Load → graph → verify → proto → save (weights stay where they were: embedded or external).
-fn round_trip(case: &Case, dir: &Path) -> Result<PathBuf, String> {
+fn round_trip(case: &Case, dir: &Path) -> Result<PathBuf, TransformError> {
     let loaded = kiln_proto::load_model(&case.model).map_err(|e| e.to_string())?;
     let model = Model::from_proto(&loaded.model).map_err(|e| e.to_string())?;
     model.graph.verify().map_err(|e| e.to_string())?;

@@ -2,5 +2,6 @@
 
 pub mod cleanup;
 pub mod ir;
+pub mod opset;
 pub mod pipeline;
 pub mod tensor;

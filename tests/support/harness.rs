@@ -57,21 +57,42 @@ pub enum Verdict {
     /// Kiln's bridge to ONNX Runtime cannot pass this case's inputs (the reason), e.g. an
     /// empty sequence, which ONNX Runtime's C API cannot build.
     BridgeLimit(String),
+    /// The transformation declined the model on purpose (the reason), e.g. an opset it
+    /// does not convert from; nothing to compare.
+    Declined(String),
     /// The transformation failed, or its result differs (the reason).
     Failed(String),
+}
+
+/// Why a transformation produced no model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransformError {
+    /// It refuses this model by design (counted apart, not a failure).
+    Declined(String),
+    /// It broke.
+    Failed(String),
+}
+
+impl From<String> for TransformError {
+    fn from(why: String) -> TransformError {
+        TransformError::Failed(why)
+    }
 }
 
 /// Counts per collection and the reasons behind every non-pass.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// collection → counts of [passed, passed against ORT, not runnable, bridge limit, failed].
-    pub counts: BTreeMap<String, [usize; 5]>,
+    /// collection → counts of [passed, passed against ORT, not runnable, bridge limit,
+    /// declined, failed].
+    pub counts: BTreeMap<String, [usize; 6]>,
     /// Every failed case with its reason.
     pub failures: Vec<(String, String)>,
     /// Every case the original runtime could not run, with its reason.
     pub not_runnable: Vec<(String, String)>,
     /// Every case Kiln's runtime bridge could not feed, with its reason.
     pub bridge_limits: Vec<(String, String)>,
+    /// Every case the transformation declined, with its reason.
+    pub declined: Vec<(String, String)>,
 }
 
 impl Report {
@@ -93,9 +114,10 @@ impl Report {
             "passed(ORT)",
             "not runnable",
             "bridge limit",
+            "declined",
             "failed",
         ];
-        let row = |name: &str, c: &[usize; 5]| {
+        let row = |name: &str, c: &[usize; 6]| {
             let mut line = format!("{name:<20} {:>6}", c.iter().sum::<usize>());
             for (n, h) in c.iter().zip(&header[1..]) {
                 line.push_str(&format!(" {n:>w$}", w = h.len()));
@@ -103,7 +125,7 @@ impl Report {
             line + "\n"
         };
         let mut out = format!("{title}\n{:<20} {}\n", "collection", header.join(" "));
-        let mut total = [0usize; 5];
+        let mut total = [0usize; 6];
         for (folder, c) in &self.counts {
             out.push_str(&row(folder, c));
             for (t, n) in total.iter_mut().zip(c) {
@@ -164,10 +186,10 @@ fn short_reason(why: &str) -> String {
 
 /// A transformation under test: reads the case's model and writes the transformed model
 /// into the given (empty, temporary) folder, returning its path.
-pub type Transform = dyn Fn(&Case, &Path) -> Result<PathBuf, String> + Sync;
+pub type Transform<'a> = dyn Fn(&Case, &Path) -> Result<PathBuf, TransformError> + Sync + 'a;
 
 /// Checks every case on all cores and returns the report.
-pub fn check_cases(cases: &[Case], tol: Tolerance, transform: &Transform) -> Report {
+pub fn check_cases(cases: &[Case], tol: Tolerance, transform: &Transform<'_>) -> Report {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Verdict)>> = Mutex::new(Vec::with_capacity(cases.len()));
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -212,9 +234,13 @@ pub fn check_cases(cases: &[Case], tol: Tolerance, transform: &Transform) -> Rep
                 report.bridge_limits.push((id.clone(), why.clone()));
                 3
             }
+            Verdict::Declined(why) => {
+                report.declined.push((id.clone(), why.clone()));
+                4
+            }
             Verdict::Failed(why) => {
                 report.failures.push((id.clone(), why.clone()));
-                4
+                5
             }
         };
         report.counts.entry(case.folder.clone()).or_default()[slot] += 1;
@@ -223,7 +249,7 @@ pub fn check_cases(cases: &[Case], tol: Tolerance, transform: &Transform) -> Rep
 }
 
 /// Checks one case.
-pub fn check_case(case: &Case, tol: Tolerance, transform: &Transform) -> Verdict {
+pub fn check_case(case: &Case, tol: Tolerance, transform: &Transform<'_>) -> Verdict {
     // One thread inside ORT: the harness already runs one case per core.
     let options = SessionOptions::default().with_intra_threads(1);
     let mut original = match Session::from_path_with(&case.model, &options) {
@@ -255,7 +281,8 @@ pub fn check_case(case: &Case, tol: Tolerance, transform: &Transform) -> Verdict
     };
     let path = match transform(case, dir.path()) {
         Ok(p) => p,
-        Err(e) => return Verdict::Failed(format!("transform: {e}")),
+        Err(TransformError::Declined(why)) => return Verdict::Declined(why),
+        Err(TransformError::Failed(why)) => return Verdict::Failed(format!("transform: {why}")),
     };
     let mut transformed = match Session::from_path_with(&path, &options) {
         Ok(s) => s,
