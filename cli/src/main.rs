@@ -1,1 +1,38 @@
-fn main() {}
+//! `kiln`: the command-line front end. Parses arguments, calls the libraries, renders results.
+
+mod commands;
+mod error;
+mod model_file;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::commands::Command;
+
+/// Kiln: an ONNX graph optimizer and compiler for edge hardware.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match commands::run(cli.command) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,1 +1,47 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: where things are (the `kiln` binary, `models/`,
+//! the ONNX backend test data), and a harness that checks a model transformation against
+//! reference outputs in ONNX Runtime.
+
+pub mod harness;
+pub mod testdata;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use harness::{check_cases, Case, CaseData, Report, Verdict};
+pub use testdata::{backend_cases, model_cases, onnx_test_data, BACKEND_FOLDERS};
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The `kiln` binary of this build, built first if needed (integration tests of another
+/// package do not get Cargo's `CARGO_BIN_EXE_*`).
+pub fn kiln_bin() -> PathBuf {
+    // target/<profile>/deps/<test binary> → target/<profile>/kiln
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join(format!("kiln{}", std::env::consts::EXE_SUFFIX));
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "kiln", "--bin", "kiln"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p kiln failed");
+    });
+    bin
+}

@@ -42,6 +42,9 @@ pub fn environment() -> Result<&'static Environment, RuntimeError> {
         .with_telemetry(false)
         .build()
         .map_err(|e| load_err(e.to_string()))?;
+    // ORT also prints every error it returns, in colour, to stderr; Kiln reports the returned
+    // error itself, once, where the user can read it, so only fatal messages stay on.
+    env.set_log_level(ort::logging::LogLevel::Fatal);
     let ready = READY.get_or_init(|| Ready { env, path });
     Ok(&ready.env)
 }

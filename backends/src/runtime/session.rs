@@ -109,6 +109,20 @@ pub struct IoInfo {
     pub kind: IoKind,
 }
 
+impl IoInfo {
+    /// The input or output as tensor files see it (name and kind), for reading value files.
+    pub fn spec(&self) -> crate::tensors::IoSpec {
+        use crate::tensors::ValueKind;
+        let kind = match self.kind {
+            IoKind::Sequence(_) => ValueKind::Sequence,
+            IoKind::Optional(_) => ValueKind::Optional,
+            IoKind::Map { .. } => ValueKind::Map,
+            IoKind::Tensor { .. } | IoKind::Unknown => ValueKind::Tensor,
+        };
+        crate::tensors::IoSpec::new(self.name.clone(), kind)
+    }
+}
+
 impl fmt::Display for Dim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -219,6 +233,19 @@ impl Session {
         options: &SessionOptions,
     ) -> Result<Session, RuntimeError> {
         Session::commit("<memory>", options, |b| b.commit_from_memory(bytes))
+    }
+
+    /// Loads Kiln's graph of a model (weights travel in memory; nothing is written).
+    pub fn from_graph(model: &kiln_passes::ir::Model) -> Result<Session, RuntimeError> {
+        Session::from_model_with(&model.to_proto(), &SessionOptions::default())
+    }
+
+    /// Loads Kiln's graph of a model with the given options.
+    pub fn from_graph_with(
+        model: &kiln_passes::ir::Model,
+        options: &SessionOptions,
+    ) -> Result<Session, RuntimeError> {
+        Session::from_model_with(&model.to_proto(), options)
     }
 
     /// Encodes and loads a model with default options; its weights must be embedded.
@@ -421,11 +448,13 @@ fn check_value(name: &str, kind: &IoKind, value: &Value) -> Result<(), RuntimeEr
             if dtype.is_some_and(|d| d != t.dtype()) {
                 return Err(mismatch());
             }
-            let fits = dims.len() == t.shape().len()
-                && dims
-                    .iter()
-                    .zip(t.shape())
-                    .all(|(d, &n)| !matches!(d, Dim::Fixed(m) if *m != n));
+            // ORT reports "no shape declared" as zero dims, like a scalar: no rank to check.
+            let fits = dims.is_empty()
+                || dims.len() == t.shape().len()
+                    && dims
+                        .iter()
+                        .zip(t.shape())
+                        .all(|(d, &n)| !matches!(d, Dim::Fixed(m) if *m != n));
             if !fits {
                 return Err(RuntimeError::InputShape {
                     name: name.to_string(),

@@ -633,3 +633,19 @@ fn environment_reports_the_library() {
         path.display()
     );
 }
+
+#[test]
+fn runs_from_kiln_graph() {
+    let graph = kiln_passes::ir::Model::from_proto(&add_model()).unwrap();
+    let mut s = Session::from_graph(&graph).unwrap();
+    let out = s
+        .run(&named(vec![
+            ("a", f32s(vec![1, 3], &[1.0, 2.0, 3.0])),
+            ("b", f32s(vec![1, 3], &[0.5, 0.5, 0.5])),
+        ]))
+        .unwrap();
+    assert_eq!(
+        out[0].1.as_tensor().unwrap().to_vec::<f32>().unwrap(),
+        vec![1.5, 2.5, 3.5]
+    );
+}

@@ -1,0 +1,47 @@
+//! One module per subcommand; each parses its own arguments and returns an [`Outcome`].
+
+mod convert;
+mod inspect;
+mod run;
+
+use clap::Subcommand;
+
+use crate::error::CliError;
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Summarize a model: IR and opsets, inputs and outputs, ops, parameters, external data.
+    Inspect(inspect::Args),
+    /// Run a model in ONNX Runtime on inputs from files and print or save its outputs.
+    Run(run::Args),
+    /// Re-save a model through Kiln's graph, embedding or externalizing its weights.
+    Convert(convert::Args),
+}
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for was done and every check passed (exit 0).
+    Success,
+    /// Done, but a check failed (exit 1).
+    CheckFailed,
+}
+
+impl From<Outcome> for std::process::ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Success => std::process::ExitCode::SUCCESS,
+            Outcome::CheckFailed => std::process::ExitCode::from(1),
+        }
+    }
+}
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> Result<Outcome, CliError> {
+    match command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Convert(args) => convert::run(args),
+    }
+}

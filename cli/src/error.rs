@@ -1,0 +1,62 @@
+//! The CLI's error: what went wrong, rendered as one line, and the exit code it maps to.
+
+use std::path::{Path, PathBuf};
+
+use kiln_backends::runtime::RuntimeError;
+use kiln_backends::tensors::TensorFileError;
+use kiln_passes::ir::IrError;
+use kiln_proto::ProtoError;
+use thiserror::Error;
+
+/// Everything a command can fail with. Exit code 2 for bad input or usage, 1 for failed checks.
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// The model file could not be read or decoded.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// The model decoded but its graph is malformed.
+    #[error("{path}: {source}")]
+    Graph {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong with the graph (boxed: graph errors carry names and are large).
+        source: Box<IrError>,
+    },
+    /// A tensor file could not be read or written.
+    #[error(transparent)]
+    TensorFile(#[from] TensorFileError),
+    /// ONNX Runtime could not be found, or refused the model or inputs.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// ONNX Runtime refused the inputs read from a file, or failed running on them.
+    #[error("{path}: {source}")]
+    Inputs {
+        /// The input file or folder.
+        path: PathBuf,
+        /// What ONNX Runtime (or the input check before it) said.
+        source: RuntimeError,
+    },
+    /// An output could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
+
+    /// A graph error attributed to the model file it came from.
+    pub fn graph(path: &Path, source: IrError) -> CliError {
+        CliError::Graph {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        }
+    }
+}
