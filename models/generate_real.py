@@ -334,12 +334,10 @@ def export(net, inputs, outputs, axes, opset, dynamo, example, other, fold=True)
     if opset:
         kwargs["opset_version"] = opset
     if dynamo:
-        dims = {}
-        for name in inputs:
-            dims[name] = {k: dims.setdefault(v, torch.export.Dim(v, max=64) if v == "sequence"
-                                             else torch.export.Dim(v))
-                          for k, v in axes[name].items()}
-        shapes = tuple({k: d for k, d in dims[n].items()} for n in inputs)
+        dims = {}  # one Dim per axis name, shared by every input that has that axis
+        shapes = tuple({k: dims.setdefault(v, torch.export.Dim(v, max=64 if v == "sequence"
+                                                                else None))
+                        for k, v in axes[n].items()} for n in inputs)
         program = torch.onnx.export(net, args, dynamo=True, dynamic_shapes=shapes, **kwargs)
         model = program.model_proto
     else:
@@ -347,9 +345,10 @@ def export(net, inputs, outputs, axes, opset, dynamo, example, other, fold=True)
         torch.onnx.export(net, args, buf, dynamo=False, dynamic_axes=axes,
                           do_constant_folding=fold, **kwargs)
         model = onnx.load_from_string(buf.getvalue())
-    assert model.ir_version <= MAX_IR, f"exporter wrote IR {model.ir_version}"
+    # ONNX Runtime 1.31 reads IR <= 13, but Kiln's other tools and older runtimes want <= 10.
     model.ir_version = min(model.ir_version, MAX_IR)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == inputs, "the exporter dropped an input"
     for feed in (example, other):
         with torch.no_grad():
             want = net(*(torch.from_numpy(x) for x in feed))
@@ -379,13 +378,62 @@ def small_models(names=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# the table in models/README.md
+# ---------------------------------------------------------------------------------------------
+
+HOW = {
+    "bert_tiny_op14": "TorchScript exporter, `dynamo=False`, opset 14",
+    "bert_tiny_op17": "TorchScript exporter, `dynamo=False`, opset 17",
+    "bert_tiny_dynamo": "dynamo exporter (`torch.export`, onnxscript optimizer), opset 17",
+    "bert_tiny_dynamo_op20": "dynamo exporter, its default opset (20)",
+    "gpt2_tiny": "TorchScript exporter, opset 14",
+    "mobilenetv2_tiny": "TorchScript exporter, opset 14, `do_constant_folding=False`",
+    "resnet_tiny": "TorchScript exporter, opset 17, `do_constant_folding=False`",
+}
+
+KEY_OPS = ["ReduceMean", "Pow", "Sqrt", "LayerNormalization", "Erf", "Tanh", "Gelu", "Softmax",
+           "MatMul", "Gemm", "Conv", "BatchNormalization", "Clip", "Relu", "Shape", "Constant",
+           "Sum"]
+
+
+def summary(names):
+    """Prints one markdown row per model: IR, opset, nodes, key op counts, size on disk."""
+    print("| model | made by | IR | opset | nodes | key ops | size |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        folder = os.path.join(HERE, name)
+        if not os.path.exists(os.path.join(folder, "model.onnx")):
+            continue
+        m = onnx.load(os.path.join(folder, "model.onnx"), load_external_data=False)
+        ops = collections.Counter(n.op_type for n in m.graph.node)
+        opset = [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")][0]
+        key = ", ".join(f"{op} {ops[op]}" for op in KEY_OPS if ops[op])
+        size = sum(os.path.getsize(os.path.join(d, f))
+                   for d, _, fs in os.walk(folder) for f in fs)
+        how = HOW.get(name, "onnx light zoo model, ConstantOfShape → seeded weights")
+        print(f"| `{name}` | {how} | {m.ir_version} | {opset} | {len(m.graph.node)} | {key} "
+              f"| {size / 1e6:.2f} MB |")
+
+
+# ---------------------------------------------------------------------------------------------
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--light", action="store_true", help="also write models/light/* (large)")
     p.add_argument("--light-only", action="store_true", help="only write models/light/*")
     p.add_argument("--only", help="comma-separated names of the small models to write")
+    p.add_argument("--summary", action="store_true",
+                   help="write nothing; print the models/README.md table of what is on disk")
     a = p.parse_args()
+    if a.summary:
+        import torch  # noqa: F401  (only for the versions line)
+        import torchvision
+        import transformers
+
+        print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+              f"transformers {transformers.__version__}, onnx {onnx.__version__}\n")
+        summary(list(SMALL) + [os.path.join("light", n) for n in LIGHT])
+        return
     if not a.light_only:
         small_models(a.only.split(",") if a.only else None)
     if a.light or a.light_only:
