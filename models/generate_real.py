@@ -6,10 +6,13 @@ come from the real exporter: `torch.onnx.export` of `transformers` / `torchvisio
 built from small configs with seeded random weights. Each gets a `test_data_set_0/` (seeded
 inputs, outputs computed by ONNX Runtime) through generate.py's `save`.
 
-    pip install onnx==1.20.1 onnxruntime==1.31.1 numpy torch torchvision transformers onnxscript
-    python3 models/generate_real.py            # the small committed models
-    python3 models/generate_real.py --light    # also models/light/* (large, gitignored)
+    pip install onnx==1.20.1 onnxruntime==1.31.1 numpy torch==2.15.0 torchvision==0.29.2 \
+        transformers==5.23.0 onnxscript==0.7.2
+    python3 models/generate_real.py              # the small committed models
+    python3 models/generate_real.py --light      # also models/light/* (large, gitignored)
+    python3 models/generate_real.py --light-only # only those (needs only onnx and numpy)
     python3 models/generate_real.py --only bert_tiny_op14,gpt2_tiny
+    python3 models/generate_real.py --summary    # the table in models/README.md
 
 The versions the committed files were made with are in models/README.md; other torch versions
 export slightly different graphs (names, node order, folding), which is why the files are
