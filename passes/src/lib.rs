@@ -1,5 +1,7 @@
 //! Kiln's graph IR, tensors, and the passes that rewrite graphs.
 
+pub mod eval;
+pub mod fold;
 pub mod ir;
 pub mod pipeline;
 pub mod tensor;
