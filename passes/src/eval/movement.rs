@@ -59,7 +59,7 @@ fn positions(t: &Tensor, offset: usize) -> Result<ArrayD<usize>, EvalError> {
 fn take(inputs: &[&Tensor], order: &ArrayD<usize>) -> Result<Option<Tensor>, EvalError> {
     let dtype = inputs[0].dtype();
     let shape = order.shape().to_vec();
-    if let Some(strings) = inputs[0].strings() {
+    if inputs[0].strings().is_some() {
         let mut pool: Vec<&Bytes> = Vec::new();
         for t in inputs {
             pool.extend(t.strings().unwrap_or_default());
@@ -69,10 +69,9 @@ fn take(inputs: &[&Tensor], order: &ArrayD<usize>) -> Result<Option<Tensor>, Eva
             .map(|&i| pool.get(i).map(|b| (*b).clone()))
             .collect::<Option<Vec<Bytes>>>()
             .ok_or_else(|| invalid!("position out of range"))?;
-        let _ = strings;
         return Ok(Some(Tensor::from_strings(shape, v)?));
     }
-    if dtype.bits() % 8 != 0 {
+    if !dtype.bits().is_multiple_of(8) {
         return Ok(None);
     }
     let size = dtype.bits() / 8;
@@ -182,7 +181,7 @@ fn split(ctx: &Ctx, pos: ArrayD<usize>) -> Result<Option<Vec<ArrayD<usize>>>, Ev
                 (0..n)
                     .map(|i| chunk.min(dim.saturating_sub(i * chunk)))
                     .collect()
-            } else if dim % n == 0 {
+            } else if dim.is_multiple_of(n) {
                 vec![dim / n; n]
             } else {
                 return Err(invalid!("Split: {dim} does not divide into {n}"));

@@ -228,6 +228,7 @@ impl Real for bf16 {
 }
 
 /// The error function (W. J. Cody's rational approximations, double precision).
+#[allow(clippy::excessive_precision)]
 pub(crate) fn erf(x: f64) -> f64 {
     if x.is_nan() {
         return x;

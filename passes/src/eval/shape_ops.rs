@@ -90,7 +90,7 @@ pub(crate) fn reshape_dims(
     let total: u128 = input.iter().map(|&d| d as u128).product();
     let known: u128 = out.iter().map(|&d| d as u128).product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(invalid!(
                 "Reshape: cannot infer -1 of {input:?} → {shape:?}"
             ));
@@ -192,7 +192,7 @@ fn constant_of_shape(ctx: &Ctx) -> Result<Option<Tensor>, EvalError> {
     let Some(raw) = value.raw() else {
         return Ok(None);
     };
-    if value.dtype().bits() % 8 != 0 {
+    if !value.dtype().bits().is_multiple_of(8) {
         return Ok(None);
     }
     Ok(Some(Tensor::from_raw(
