@@ -470,12 +470,10 @@ fn clip_typed<T: Num>(ctx: &Ctx, a: &ArrayD<T>) -> Result<ArrayD<T>, EvalError> 
     } else {
         (bound(1, T::lowest())?, bound(2, T::highest())?)
     };
+    // min(max(x, lo), hi): with lo > hi every value becomes hi, as numpy and ORT do.
     Ok(a.mapv(|x| {
-        if x.is_nan() {
-            x
-        } else if x < lo {
-            lo
-        } else if x > hi {
+        let x = if x < lo { lo } else { x };
+        if x > hi {
             hi
         } else {
             x

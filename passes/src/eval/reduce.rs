@@ -40,6 +40,11 @@ pub(crate) fn eval(ctx: &Ctx) -> Out {
     };
     let keep = ctx.int("keepdims", 1)? != 0;
     let r = match &a {
+        // Max / Min of bools (opset 20) are any / all: reduce them as 0 / 1 bytes.
+        Arr::Bool(x) if matches!(ctx.op, "ReduceMax" | "ReduceMin") => {
+            let bytes = x.mapv(u8::from);
+            Arr::Bool(reduce(ctx, &bytes, &axes, keep)?.mapv(|v| v != 0))
+        }
         Arr::Bool(_) => return Ok(None),
         Arr::U8(x) => Arr::U8(reduce(ctx, x, &axes, keep)?),
         Arr::I8(x) => Arr::I8(reduce(ctx, x, &axes, keep)?),

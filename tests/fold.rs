@@ -1,0 +1,220 @@
+//! Constant folding against reference results.
+//!
+//! 1. Every ONNX backend `node` test, with its graph inputs turned into initializers holding
+//!    the test_data_set_0 inputs, is folded whole; where every output became a constant it
+//!    must equal the reference output (rtol 1e-4, atol 1e-5). This checks the evaluator
+//!    against ONNX's reference for every operator it claims.
+//! 2. Folding `models/` and the `simple`, `pytorch-converted` and `pytorch-operator` test
+//!    models leaves their ONNX Runtime outputs unchanged.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_backends::compare::{allclose, allclose_tensors, Tolerance};
+use kiln_backends::runtime::Session;
+use kiln_backends::tensors::{read_test_data_set, IoSpec};
+use kiln_backends::Value;
+use kiln_passes::fold::FoldConstants;
+use kiln_passes::ir::Model;
+use kiln_passes::pipeline::Pass;
+use kiln_proto::onnx::ModelProto;
+
+const TOL: Tolerance = Tolerance {
+    rtol: 1e-4,
+    atol: 1e-5,
+};
+
+/// The ONNX backend test data of the installed `onnx` package (a local helper until the
+/// shared one lands).
+fn onnx_test_data() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import onnx,os;print(os.path.dirname(onnx.__file__))"])
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()).join("backend/test/data");
+    dir.is_dir().then_some(dir)
+}
+
+fn cases(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.join("model.onnx").is_file() && p.join("test_data_set_0").is_dir());
+    v.sort();
+    v
+}
+
+/// The graph inputs a caller feeds (initializers listed as inputs excluded) and the outputs.
+fn io_specs(proto: &ModelProto) -> (Vec<IoSpec>, Vec<IoSpec>) {
+    let g = proto.graph.as_ref().expect("graph");
+    let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let ins = g
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| IoSpec::tensor(&i.name))
+        .collect();
+    let outs = g.output.iter().map(|o| IoSpec::tensor(&o.name)).collect();
+    (ins, outs)
+}
+
+#[derive(Default)]
+struct Tally {
+    matched: usize,
+    mismatched: Vec<String>,
+    not_folded: usize,
+}
+
+/// Folds one node test with its inputs made constant; `None` when the case cannot be set up.
+fn fold_node_case(
+    dir: &Path,
+    left: &mut BTreeMap<String, usize>,
+) -> Option<(String, Option<Result<(), String>>)> {
+    let mut proto = kiln_proto::load_model(&dir.join("model.onnx")).ok()?.model;
+    let (ins, outs) = io_specs(&proto);
+    let (inputs, expected) = read_test_data_set(&dir.join("test_data_set_0"), &ins, &outs).ok()?;
+    let g = proto.graph.as_mut()?;
+    let op = match g.node.as_slice() {
+        [n] => n.op_type.clone(),
+        _ => "(several nodes)".to_string(),
+    };
+    for (name, value) in &inputs {
+        let Value::Tensor(t) = value else {
+            return None;
+        };
+        g.input.retain(|i| &i.name != name);
+        g.initializer.push(t.to_proto(name));
+    }
+    let mut model = Model::from_proto(&proto).ok()?;
+    FoldConstants {
+        max_output_elements: 1 << 24,
+    }
+    .run(&mut model)
+    .ok()?;
+    model.graph.verify().expect("folding left a valid graph");
+    let g = &model.graph;
+    let mut result = Ok(());
+    for (o, (name, want)) in g.outputs.iter().zip(&expected) {
+        let Some(got) = g.constant(o.value) else {
+            let ops: HashSet<&str> = g
+                .nodes()
+                .filter(|(_, n)| n.is_operator() && n.op_type() != "Constant")
+                .map(|(_, n)| n.op_type())
+                .collect();
+            for op in ops {
+                *left.entry(op.to_string()).or_default() += 1;
+            }
+            return Some((op, None));
+        };
+        let Value::Tensor(want) = want else {
+            return None;
+        };
+        if let Err(e) = allclose_tensors(want, got, TOL) {
+            result = Err(format!("{name}: {e}"));
+        }
+    }
+    Some((op, Some(result)))
+}
+
+#[test]
+fn folded_node_tests_match_the_reference_outputs() {
+    let Some(data) = onnx_test_data() else {
+        eprintln!("onnx test data not found; skipped");
+        return;
+    };
+    let mut by_op: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut skipped = 0;
+    let mut left: BTreeMap<String, usize> = BTreeMap::new();
+    for dir in cases(&data.join("node")) {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        match fold_node_case(&dir, &mut left) {
+            None => skipped += 1,
+            Some((op, outcome)) => {
+                let t = by_op.entry(op).or_default();
+                match outcome {
+                    None => t.not_folded += 1,
+                    Some(Ok(())) => t.matched += 1,
+                    Some(Err(e)) => t.mismatched.push(format!("{name}: {e}")),
+                }
+            }
+        }
+    }
+    let (mut matched, mut mismatched, mut not_folded) = (0, 0, 0);
+    println!("op: folded and matched / mismatched / not folded");
+    for (op, t) in &by_op {
+        if t.matched + t.mismatched.len() > 0 {
+            println!(
+                "  {op}: {} / {} / {}",
+                t.matched,
+                t.mismatched.len(),
+                t.not_folded
+            );
+        }
+        matched += t.matched;
+        mismatched += t.mismatched.len();
+        not_folded += t.not_folded;
+    }
+    println!(
+        "node tests: {matched} folded and matched, {mismatched} mismatched, {not_folded} not folded, {skipped} skipped"
+    );
+    println!("operators left in unfolded cases (cases): {left:?}");
+    let failures: Vec<&String> = by_op.values().flat_map(|t| &t.mismatched).collect();
+    for f in &failures {
+        println!("MISMATCH {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} folded node tests differ",
+        failures.len()
+    );
+    assert!(matched > 300, "only {matched} node tests folded");
+}
+
+/// ORT outputs of a model on its test_data_set_0 inputs.
+fn ort_outputs(proto: &ModelProto, inputs: &[(String, Value)]) -> Option<Vec<(String, Value)>> {
+    let mut s = Session::from_model(proto).ok()?;
+    s.run(inputs).ok()
+}
+
+#[test]
+fn folding_keeps_onnx_runtime_outputs() {
+    let mut dirs = cases(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
+    if let Some(data) = onnx_test_data() {
+        for sub in ["simple", "pytorch-converted", "pytorch-operator"] {
+            dirs.extend(cases(&data.join(sub)));
+        }
+    }
+    let (mut checked, mut changed_models, mut folded_nodes) = (0, 0, 0);
+    for dir in &dirs {
+        let Ok(loaded) = kiln_proto::load_model(&dir.join("model.onnx")) else {
+            continue;
+        };
+        let proto = loaded.model;
+        let (ins, outs) = io_specs(&proto);
+        let Ok((inputs, _)) = read_test_data_set(&dir.join("test_data_set_0"), &ins, &outs) else {
+            continue;
+        };
+        let Some(before) = ort_outputs(&proto, &inputs) else {
+            continue;
+        };
+        let mut model = Model::from_proto(&proto).expect("model loads");
+        let changes = FoldConstants::default().run(&mut model).expect("fold runs");
+        model.graph.verify().expect("valid graph after folding");
+        let n = changes.get("folded") + changes.get("folded from shapes");
+        let after = ort_outputs(&model.to_proto(), &inputs)
+            .unwrap_or_else(|| panic!("{}: folded model does not run", dir.display()));
+        for ((name, want), (_, got)) in before.iter().zip(&after) {
+            if let Err(e) = allclose(want, got, TOL) {
+                panic!("{}: output {name} changed: {e}", dir.display());
+            }
+        }
+        checked += 1;
+        if n > 0 {
+            changed_models += 1;
+            folded_nodes += n;
+        }
+    }
+    println!("{checked} models checked with ORT, {changed_models} changed by folding ({folded_nodes} nodes folded)");
+    assert!(checked > 30, "only {checked} models checked");
+}
