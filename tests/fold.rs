@@ -218,3 +218,80 @@ fn folding_keeps_onnx_runtime_outputs() {
     println!("{checked} models checked with ORT, {changed_models} changed by folding ({folded_nodes} nodes folded)");
     assert!(checked > 30, "only {checked} models checked");
 }
+
+/// `x.view(x.size(0), -1)` as exporters write it: Shape → Gather → Unsqueeze → Concat → Reshape.
+fn shape_subgraph_model() -> Model {
+    use kiln_passes::ir::{AttrValue, Dim, GraphOutput, Node, ValueInfo, ValueRef};
+    use kiln_passes::tensor::{DataType, Tensor};
+    let mut model = Model::new(13);
+    let g = &mut model.graph;
+    let v = |n| ValueRef::new(n, 0);
+    let x = g.add_node(Node::input(ValueInfo::tensor(
+        "x",
+        DataType::Float,
+        &[Dim::Known(2), Dim::Known(3), Dim::Known(4)],
+    )));
+    let add = |g: &mut kiln_passes::ir::Graph, node: Node, inputs: &[ValueRef]| {
+        let idx = g.add_node(node);
+        for (i, &src) in inputs.iter().enumerate() {
+            g.connect(src, idx, i);
+        }
+        idx
+    };
+    let shape = add(g, Node::op("Shape", "shape", &["s"]), &[v(x)]);
+    let zero = g.add_node(Node::initializer("zero", Tensor::scalar(0i64)));
+    let gather = add(
+        g,
+        Node::op("Gather", "gather", &["d0"]),
+        &[v(shape), v(zero)],
+    );
+    let axes = g.add_node(Node::initializer(
+        "axes",
+        Tensor::from_vec(vec![1], vec![0i64]).unwrap(),
+    ));
+    let unsq = add(
+        g,
+        Node::op("Unsqueeze", "unsq", &["d0u"]),
+        &[v(gather), v(axes)],
+    );
+    let minus = g.add_node(Node::initializer(
+        "minus_one",
+        Tensor::from_vec(vec![1], vec![-1i64]).unwrap(),
+    ));
+    let concat = add(
+        g,
+        Node::op("Concat", "concat", &["target"]).with_attr("axis", AttrValue::Int(0)),
+        &[v(unsq), v(minus)],
+    );
+    let reshape = add(
+        g,
+        Node::op("Reshape", "reshape", &["y"]),
+        &[v(x), v(concat)],
+    );
+    g.outputs.push(GraphOutput {
+        value: v(reshape),
+        info: ValueInfo::tensor("y", DataType::Float, &[Dim::Known(2), Dim::Known(12)]),
+    });
+    model
+}
+
+#[test]
+fn folded_shape_subgraph_runs_the_same_in_onnx_runtime() {
+    let mut model = shape_subgraph_model();
+    let before = model.to_proto();
+    let changes = FoldConstants::default().run(&mut model).unwrap();
+    model.graph.verify().unwrap();
+    assert_eq!(changes.get("folded") + changes.get("folded from shapes"), 4);
+    let after = model.to_proto();
+    assert_eq!(after.graph.as_ref().unwrap().node.len(), 1);
+    let x =
+        kiln_passes::tensor::Tensor::from_vec(vec![2, 3, 4], (0..24).map(|i| i as f32).collect())
+            .unwrap();
+    let inputs = vec![("x".to_string(), Value::Tensor(x))];
+    let (Some(want), Some(got)) = (ort_outputs(&before, &inputs), ort_outputs(&after, &inputs))
+    else {
+        eprintln!("ONNX Runtime unavailable; skipped");
+        return;
+    };
+    allclose(&want[0].1, &got[0].1, TOL).unwrap();
+}
