@@ -1,6 +1,8 @@
 //! Kiln's graph IR, tensors, and the passes that rewrite graphs.
 
 pub mod cleanup;
+pub mod eval;
+pub mod fold;
 pub mod ir;
 pub mod opset;
 pub mod pipeline;
