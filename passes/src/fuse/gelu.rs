@@ -6,7 +6,7 @@
 //! - tanh: `0.5 · x · (1 + Tanh(√(2/π) · (x + 0.044715 · x³)))` with `x³` as `Pow(x, 3)` or
 //!   `x·x·x` (PyTorch `nn.GELU(approximate='tanh')`, GPT-2's `NewGELUActivation`).
 //!
-//! Both share the tail `1 + t` multiplied by `x` and `0.5` in any of the three orders
+//! Both share the tail `1 + t` (an Add, or a two-input Sum) multiplied by `x` and `0.5` in any of the three orders
 //! exporters produce: `(x·(1+t))·0.5`, `(x·0.5)·(1+t)`, `x·((1+t)·0.5)`. Every intermediate
 //! must be private to the pattern.
 //!
@@ -252,7 +252,9 @@ fn cubic_term(g: &Graph, x: ValueRef, k: ValueRef, reader: NodeIndex) -> Option<
 /// nodes, the last one last.
 fn tail(g: &Graph, x: ValueRef, t: ValueRef, nodes: &mut Vec<NodeIndex>) -> Option<()> {
     let (plus, _) = sole_consumer(g, t)?;
-    if !is_op(g, plus, "Add") || !scalar_near(g, other_operand(g, plus, t)?, 1.0, t) {
+    // ONNX's own Gelu function body writes the `1 + t` as a two-input Sum.
+    let adds = is_op(g, plus, "Add") || (is_op(g, plus, "Sum") && g.inputs(plus).len() == 2);
+    if !adds || !scalar_near(g, other_operand(g, plus, t)?, 1.0, t) {
         return None;
     }
     let a = out(plus);
@@ -289,6 +291,8 @@ fn tail(g: &Graph, x: ValueRef, t: ValueRef, nodes: &mut Vec<NodeIndex>) -> Opti
 }
 
 #[cfg(test)]
+// The literals are the ones exporters write, not the exact constants.
+#[allow(clippy::approx_constant)]
 mod tests {
     use super::*;
     use crate::fuse::testutil::Builder;
@@ -321,8 +325,6 @@ mod tests {
         }
     }
 
-    // The literals are the ones exporters write, not the exact constants.
-    #[allow(clippy::approx_constant)]
     fn erf_gelu(opset: i64, div: bool, order: Order) -> Builder {
         let mut b = Builder::new(opset);
         let x = b.input("x", &[2, 8]);
@@ -411,6 +413,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn two_input_sum_counts_as_add() {
+        let mut b = Builder::new(20);
+        let x = b.input("x", &[2, 8]);
+        let c = b.scalar(1.4142135);
+        let d = b.op("Div", &[x, c], vec![]);
+        let e = b.op("Erf", &[d], vec![]);
+        let one = b.scalar(1.0);
+        let a = b.op("Sum", &[one, e], vec![]);
+        let half = b.scalar(0.5);
+        let h = b.op("Mul", &[half, x], vec![]);
+        let y = b.op("Mul", &[h, a], vec![]);
+        b.output(y);
+        assert_eq!(b.run(&FuseGelu::default()).get("gelu (erf)"), 1);
+        only_gelu(&b);
     }
 
     #[test]
