@@ -1,12 +1,13 @@
 //! The fusions on small models built the way exporters write them (Constant nodes for
 //! literals, initializers for weights): each fires the expected number of times and ONNX
-//! Runtime computes the same outputs before and after (rtol 1e-4, atol 1e-5). Also a sweep
-//! over the ONNX backend test models: wherever a fusion fires, outputs still match.
+//! Runtime computes the same outputs before and after (rtol 1e-4, atol 1e-5). Also sweeps
+//! over the ONNX backend test models and `models/`: wherever a fusion fires, outputs match.
 
 use std::path::{Path, PathBuf};
 
 use kiln_backends::compare::{allclose, Tolerance};
 use kiln_backends::runtime::{Session, SessionOptions};
+use kiln_backends::tensors::{read_test_data_set, IoSpec};
 use kiln_backends::{NamedValues, Value};
 use kiln_passes::fuse::{
     fusion_passes, FindAttention, FoldBias, FuseConvBn, FuseGelu, FuseLayerNorm, FuseMatMulAdd,
@@ -567,10 +568,11 @@ fn backend_data() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-fn model_dirs(root: &Path) -> Vec<PathBuf> {
+/// The model folders (holding `model.onnx`) directly under each of `roots`, sorted.
+fn model_dirs(roots: &[PathBuf]) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    for folder in ["node", "simple", "pytorch-converted", "pytorch-operator"] {
-        let Ok(rd) = std::fs::read_dir(root.join(folder)) else {
+    for root in roots {
+        let Ok(rd) = std::fs::read_dir(root) else {
             continue;
         };
         let mut dirs: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
@@ -580,23 +582,32 @@ fn model_dirs(root: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Every fusion (contrib allowed) on every ONNX backend test model: the graph stays valid and,
-/// where something was rewritten, ORT's outputs on the test inputs do not change.
-#[test]
-fn backend_models_stay_equal_where_fusions_fire() {
-    let Some(root) = backend_data() else {
-        eprintln!("onnx backend test data not found; skipped");
-        return;
+/// What a sweep saw: models where something fired, models compared in ORT, all counts.
+struct Sweep {
+    loaded: usize,
+    fired: usize,
+    compared: usize,
+    totals: Changes,
+}
+
+/// Runs every fusion (contrib allowed) on each model: the graph stays valid and, where the
+/// computation was rewritten, ORT's outputs on `test_data_set_0` do not change.
+fn sweep(dirs: &[PathBuf]) -> Sweep {
+    let mut out = Sweep {
+        loaded: 0,
+        fired: 0,
+        compared: 0,
+        totals: Changes::none(),
     };
-    let (mut fired, mut compared, mut failed) = (0, 0, Vec::new());
-    let mut totals = Changes::none();
-    for dir in model_dirs(&root) {
+    let mut failed = Vec::new();
+    for dir in dirs {
         let Ok(loaded) = kiln_proto::load_model(&dir.join("model.onnx")) else {
             continue;
         };
         let Ok(mut m) = Model::from_proto(&loaded.model) else {
             continue;
         };
+        out.loaded += 1;
         let mut changes = Changes::none();
         for pass in fusion_passes(FuseOptions {
             allow_contrib: true,
@@ -608,11 +619,12 @@ fn backend_models_stay_equal_where_fusions_fire() {
         let rewrote = changes
             .iter()
             .any(|(k, _)| !k.ends_with("noted") && k != "attention blocks");
-        totals.merge(&changes);
+        out.totals.merge(&changes);
         if changes.is_empty() {
             continue;
         }
-        fired += 1;
+        out.fired += 1;
+        eprintln!("{}: {changes}", dir.display());
         if !rewrote {
             continue;
         }
@@ -620,19 +632,13 @@ fn backend_models_stay_equal_where_fusions_fire() {
         else {
             continue;
         };
-        let ins: Vec<_> = s
-            .inputs()
-            .iter()
-            .map(|i| kiln_backends::tensors::IoSpec::tensor(&i.name))
-            .collect();
+        let ins: Vec<_> = s.inputs().iter().map(|i| IoSpec::tensor(&i.name)).collect();
         let outs: Vec<_> = s
             .outputs()
             .iter()
-            .map(|o| kiln_backends::tensors::IoSpec::tensor(&o.name))
+            .map(|o| IoSpec::tensor(&o.name))
             .collect();
-        let sample = dir.join("test_data_set_0");
-        let Ok((feeds, _)) = kiln_backends::tensors::read_test_data_set(&sample, &ins, &outs)
-        else {
+        let Ok((feeds, _)) = read_test_data_set(&dir.join("test_data_set_0"), &ins, &outs) else {
             continue;
         };
         let before = s.run(&feeds).unwrap();
@@ -645,14 +651,44 @@ fn backend_models_stay_equal_where_fusions_fire() {
                 continue;
             }
         };
-        compared += 1;
+        out.compared += 1;
         for ((name, vb), (_, va)) in before.iter().zip(&after) {
             if let Err(e) = allclose(vb, va, TOL) {
                 failed.push(format!("{} output {name}: {e:?}", dir.display()));
             }
         }
-        eprintln!("{}: {changes}", dir.file_name().unwrap().to_string_lossy());
     }
-    eprintln!("fusions fired on {fired} models, {compared} compared in ORT; totals: {totals}");
+    eprintln!(
+        "{} models loaded, fusions fired on {}, {} compared in ORT; totals: {}",
+        out.loaded, out.fired, out.compared, out.totals
+    );
     assert!(failed.is_empty(), "{failed:#?}");
+    out
+}
+
+/// The ONNX backend test models (nothing there is an exporter-made fusion pattern, so this
+/// mostly checks that the matchers leave 1,600+ unrelated graphs valid).
+#[test]
+fn backend_models_stay_equal_where_fusions_fire() {
+    let Some(root) = backend_data() else {
+        eprintln!("onnx backend test data not found; skipped");
+        return;
+    };
+    let roots: Vec<PathBuf> = ["node", "simple", "pytorch-converted", "pytorch-operator"]
+        .iter()
+        .map(|f| root.join(f))
+        .collect();
+    let s = sweep(&model_dirs(&roots));
+    assert!(s.loaded > 1000, "only {} models loaded", s.loaded);
+}
+
+/// The repository's `models/`: the fusions fire there (tiny_cnn's Conv+BatchNorm,
+/// constant_weights' and external_mlp's MatMul+Add …) and outputs stay equal.
+#[test]
+fn repo_models_stay_equal() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let s = sweep(&model_dirs(&[root]));
+    assert!(s.totals.get("conv+batchnorm") >= 1, "{}", s.totals);
+    assert!(s.totals.get("matmul+add") >= 2, "{}", s.totals);
+    assert!(s.compared >= 3);
 }

@@ -2,15 +2,16 @@
 //! computation is unchanged.
 //!
 //! The block is `MatMul(Q, Kᵀ)` → optional scaling (`Div` / `Mul` by a one-element constant)
-//! → optional masking (`Add` of any value, `Where(cond, scores, fill)`), in any order, at most
-//! four such steps → `Softmax` over the last axis → `MatMul(probabilities, V)`. Every value
-//! between the two MatMuls must be private to the block.
+//! → optional masking (`Add` of any value, `Where(cond, scores, fill)`) or `Cast`, in any
+//! order, at most four such steps → `Softmax` over the last axis → optional `Cast` →
+//! `MatMul(probabilities, V)`. Every value between the two MatMuls must be private to the
+//! block.
 //!
 //! # Convention
 //!
 //! The Softmax node gets `metadata_props` entry `kiln.attention` (see [`ATTENTION_KEY`]):
 //! `;`-separated `role=value` pairs naming the output value of each node of the block, in
-//! order: `qk=…;scale=…;mask=…;softmax=…;av=…` (`scale` / `mask` only when present, and
+//! order: `qk=…;scale=…;mask=…;softmax=…;av=…` (`scale` / `mask` / `cast` only when present,
 //! repeated if there are several).
 
 use crate::ir::{Graph, Model, NodeIndex, ValueRef};
@@ -77,12 +78,17 @@ fn block(g: &Graph, sm: NodeIndex, opset: i64) -> Option<Vec<(&'static str, Valu
     if !last {
         return None;
     }
-    let (av, slot) = sole_consumer(g, out(sm))?;
+    let mut roles = chain_up(g, input, sm, MAX_STEPS)?;
+    roles.push(("softmax", out(sm)));
+    // Exporters may cast the probabilities (often to the type they already have).
+    let (mut av, mut slot) = sole_consumer(g, out(sm))?;
+    if is_op(g, av, "Cast") {
+        roles.push(("cast", out(av)));
+        (av, slot) = sole_consumer(g, out(av))?;
+    }
     if !is_op(g, av, "MatMul") || slot != 0 {
         return None;
     }
-    let mut roles = chain_up(g, input, sm, MAX_STEPS)?;
-    roles.push(("softmax", out(sm)));
     roles.push(("av", out(av)));
     Some(roles)
 }
@@ -126,6 +132,9 @@ fn chain_up(
     if is_op(g, p, "Add") {
         let (a, b) = (ins.first().copied()??, ins.get(1).copied()??);
         return step(a, "mask").or_else(|| step(b, "mask"));
+    }
+    if is_op(g, p, "Cast") {
+        return step(ins.first().copied()??, "cast");
     }
     if is_op(g, p, "Where") {
         let (a, b) = (ins.get(1).copied()??, ins.get(2).copied()??);
@@ -181,6 +190,20 @@ mod tests {
             assert!(note.contains(";av=MatMul_"));
             assert!(b.run(&FindAttention).is_empty());
         }
+    }
+
+    #[test]
+    fn a_cast_after_softmax_is_part_of_the_block() {
+        let mut b = Builder::new(13);
+        let q = b.input("q", &[2, 4, 8]);
+        let kt = b.input("kt", &[2, 8, 4]);
+        let v = b.input("v", &[2, 4, 8]);
+        let s = b.op("MatMul", &[q, kt], vec![]);
+        let p = b.op("Softmax", &[s], vec![]);
+        let c = b.op("Cast", &[p], vec![("to", AttrValue::Int(1))]);
+        let y = b.op("MatMul", &[c, v], vec![]);
+        b.output(y);
+        assert_eq!(b.run(&FindAttention).get("attention blocks"), 1);
     }
 
     #[test]

@@ -50,6 +50,8 @@ struct Gelu {
     x: ValueRef,
     nodes: Vec<NodeIndex>,
     tanh: bool,
+    /// The type of the `1` in `1 + t`, which is x's type (Add takes one type).
+    dtype: Option<DataType>,
 }
 
 impl Pass for FuseGelu {
@@ -98,7 +100,7 @@ fn replace(g: &mut Graph, m: &Gelu, target: Target) -> bool {
     let Some((&last, inner)) = m.nodes.split_last() else {
         return false;
     };
-    let Some(dtype) = elem_type(g, m.x).or_else(|| tail_dtype(g, last)) else {
+    let Some(dtype) = elem_type(g, m.x).or(m.dtype) else {
         return false;
     };
     let ok = match target {
@@ -127,14 +129,6 @@ fn replace(g: &mut Graph, m: &Gelu, target: Target) -> bool {
     true
 }
 
-/// The element type of the pattern's literal constants (the same as x's, by the Mul typing).
-fn tail_dtype(g: &Graph, last: NodeIndex) -> Option<DataType> {
-    g.inputs(last)
-        .into_iter()
-        .flatten()
-        .find_map(|v| g.constant(v).map(|t| t.dtype()))
-}
-
 /// The erf form, anchored at its Erf node.
 fn match_erf(g: &Graph, erf: NodeIndex) -> Option<Gelu> {
     if !is_op(g, erf, "Erf") {
@@ -161,11 +155,12 @@ fn match_erf(g: &Graph, erf: NodeIndex) -> Option<Gelu> {
         return None;
     };
     let mut nodes = vec![scaled, erf];
-    tail(g, x, out(erf), &mut nodes)?;
+    let dtype = tail(g, x, out(erf), &mut nodes)?;
     Some(Gelu {
         x,
         nodes,
         tanh: false,
+        dtype,
     })
 }
 
@@ -200,11 +195,12 @@ fn match_tanh(g: &Graph, tanh: NodeIndex) -> Option<Gelu> {
         .find_map(|(x, k)| cubic_term(g, x, k, sum).map(|n| (x, n)))?;
     let mut nodes = k_nodes;
     nodes.extend([sum, scale, tanh]);
-    tail(g, x, out(tanh), &mut nodes)?;
+    let dtype = tail(g, x, out(tanh), &mut nodes)?;
     Some(Gelu {
         x,
         nodes,
         tanh: true,
+        dtype,
     })
 }
 
@@ -249,14 +245,21 @@ fn cubic_term(g: &Graph, x: ValueRef, k: ValueRef, reader: NodeIndex) -> Option<
 }
 
 /// From `t` (Erf or Tanh output): `1 + t`, then `· x` and `· 0.5` in any order. Appends the
-/// nodes, the last one last.
-fn tail(g: &Graph, x: ValueRef, t: ValueRef, nodes: &mut Vec<NodeIndex>) -> Option<()> {
+/// nodes, the last one last; gives the element type of the `1`.
+fn tail(
+    g: &Graph,
+    x: ValueRef,
+    t: ValueRef,
+    nodes: &mut Vec<NodeIndex>,
+) -> Option<Option<DataType>> {
     let (plus, _) = sole_consumer(g, t)?;
     // ONNX's own Gelu function body writes the `1 + t` as a two-input Sum.
     let adds = is_op(g, plus, "Add") || (is_op(g, plus, "Sum") && g.inputs(plus).len() == 2);
-    if !adds || !scalar_near(g, other_operand(g, plus, t)?, 1.0, t) {
+    let one = other_operand(g, plus, t)?;
+    if !adds || !scalar_near(g, one, 1.0, t) {
         return None;
     }
+    let dtype = g.constant(one).map(|c| c.dtype());
     let a = out(plus);
     let (m1, _) = sole_consumer(g, a)?;
     if !is_op(g, m1, "Mul") {
@@ -287,7 +290,7 @@ fn tail(g: &Graph, x: ValueRef, t: ValueRef, nodes: &mut Vec<NodeIndex>) -> Opti
         }
         nodes.extend([plus, h, m1]);
     }
-    Some(())
+    Some(dtype)
 }
 
 #[cfg(test)]
@@ -413,6 +416,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn type_comes_from_the_literals_when_x_has_none() {
+        // GPT-2's order with x an undeclared intermediate: the last Mul has no constant.
+        let mut b = Builder::new(17);
+        let input = b.input("x", &[2, 8]);
+        let x = b.op("Relu", &[input], vec![]);
+        let half = b.scalar(0.5);
+        let h = b.op("Mul", &[x, half], vec![]);
+        let three = b.scalar(3.0);
+        let p = b.op("Pow", &[x, three], vec![]);
+        let kappa = b.scalar(0.044715);
+        let k = b.op("Mul", &[p, kappa], vec![]);
+        let s = b.op("Add", &[x, k], vec![]);
+        let beta = b.scalar(0.7978846);
+        let u = b.op("Mul", &[s, beta], vec![]);
+        let t = b.op("Tanh", &[u], vec![]);
+        let one = b.scalar(1.0);
+        let a = b.op("Add", &[t, one], vec![]);
+        let y = b.op("Mul", &[h, a], vec![]);
+        b.output(y);
+        let c = b.run(&FuseGelu {
+            allow_contrib: true,
+        });
+        assert_eq!(c.get("gelu (tanh)"), 1);
+        assert_eq!(b.count("FastGelu"), 1);
     }
 
     #[test]
