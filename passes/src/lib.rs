@@ -3,6 +3,7 @@
 pub mod cleanup;
 pub mod eval;
 pub mod fold;
+pub mod fuse;
 pub mod ir;
 pub mod opset;
 pub mod pipeline;
