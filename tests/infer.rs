@@ -1,0 +1,315 @@
+//! Shape and type inference on real models: every ONNX backend test model (node, simple,
+//! pytorch-converted, pytorch-operator, light) and every model in `models/` is inferred, saved
+//! and run in ONNX Runtime; outputs must still match the reference outputs (rtol 1e-3,
+//! atol 1e-7) wherever ONNX Runtime ran the original. ONNX Runtime checks the written
+//! value_info against its own inference, so a wrong type or fixed dim fails the load.
+//!
+//! With `KILN_INFER_DUMP=<dir>`, each model is also written there with its value_info and
+//! output types stripped and then inferred by Kiln (`<case>.kiln.onnx`) next to the stripped
+//! original (`<case>.stripped.onnx`), for comparison with `onnx.shape_inference`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use kiln_backends::compare::{allclose, Tolerance};
+use kiln_backends::runtime::{Dim as RtDim, IoInfo, IoKind, Session, SessionOptions};
+use kiln_backends::tensors::{read_pb, read_test_data_set, IoSpec, ValueKind};
+use kiln_backends::{NamedValues, Value};
+use kiln_passes::infer::InferShapes;
+use kiln_passes::ir::Model;
+use kiln_passes::pipeline::{Changes, Pass};
+use kiln_passes::tensor::Tensor;
+use kiln_proto::onnx::ModelProto;
+
+/// The backend test folders checked here.
+const FOLDERS: [&str; 4] = ["node", "simple", "pytorch-converted", "pytorch-operator"];
+
+/// The ONNX backend test data of the installed `onnx` package.
+fn onnx_test_data() -> Option<PathBuf> {
+    let out = Command::new("python3")
+        .args(["-c", "import onnx,os;print(os.path.dirname(onnx.__file__))"])
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()).join("backend/test/data");
+    dir.is_dir().then_some(dir)
+}
+
+/// One model with its first test data set.
+struct Case {
+    id: String,
+    model: PathBuf,
+    data: Data,
+}
+
+/// Where a case's inputs and reference outputs come from.
+enum Data {
+    /// A `test_data_set_0` folder.
+    Folder(PathBuf),
+    /// A `light` model: inputs `arange(n).reshape(shape) / n` (unknown dims as 1), as the
+    /// ONNX backend runner makes them; the reference output is this file.
+    Light(PathBuf),
+}
+
+fn cases() -> Vec<Case> {
+    let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+    if let Some(root) = onnx_test_data() {
+        for folder in FOLDERS {
+            let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                dirs.push((format!("{folder}/{}", e.file_name().to_string_lossy()), e.path()));
+            }
+        }
+    }
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    if let Ok(entries) = std::fs::read_dir(models) {
+        for e in entries.flatten() {
+            dirs.push((format!("models/{}", e.file_name().to_string_lossy()), e.path()));
+        }
+    }
+    dirs.sort();
+    dirs.into_iter()
+        .filter_map(|(id, dir)| {
+            let (model, data) = (dir.join("model.onnx"), dir.join("test_data_set_0"));
+            (model.is_file() && data.is_dir()).then_some(Case {
+                id,
+                model,
+                data: Data::Folder(data),
+            })
+        })
+        .chain(light_cases())
+        .collect()
+}
+
+fn light_cases() -> Vec<Case> {
+    let Some(dir) = onnx_test_data().map(|d| d.join("light")) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<Case> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let stem = name.strip_suffix(".onnx")?.to_string();
+            let output = dir.join(format!("{stem}_output_0.pb"));
+            output.is_file().then(|| Case {
+                id: format!("light/{stem}"),
+                model: e.path(),
+                data: Data::Light(output),
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+/// Inputs and reference outputs of a case.
+fn read_data(
+    case: &Case,
+    session: &Session,
+    ins: &[IoSpec],
+    outs: &[IoSpec],
+) -> Result<(NamedValues, NamedValues), String> {
+    match &case.data {
+        Data::Folder(dir) => read_test_data_set(dir, ins, outs).map_err(|e| e.to_string()),
+        Data::Light(output) => {
+            let mut inputs = Vec::new();
+            for info in session.inputs() {
+                let IoKind::Tensor { dims, .. } = &info.kind else {
+                    return Err(format!("input {} is not a tensor", info.name));
+                };
+                let shape: Vec<usize> = dims
+                    .iter()
+                    .map(|d| match d {
+                        RtDim::Fixed(n) => *n,
+                        _ => 1,
+                    })
+                    .collect();
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|i| (i as f64 / n as f64) as f32).collect();
+                let t = Tensor::from_vec(shape, values).map_err(|e| e.to_string())?;
+                inputs.push((info.name.clone(), Value::Tensor(t)));
+            }
+            let (_, value) = read_pb(output, ValueKind::Tensor).map_err(|e| e.to_string())?;
+            let name = outs.first().map(|s| s.name.clone()).unwrap_or_default();
+            Ok((inputs, vec![(name, value)]))
+        }
+    }
+}
+
+fn spec(io: &IoInfo) -> IoSpec {
+    let kind = match io.kind {
+        IoKind::Sequence(_) => ValueKind::Sequence,
+        IoKind::Optional(_) => ValueKind::Optional,
+        IoKind::Map { .. } => ValueKind::Map,
+        _ => ValueKind::Tensor,
+    };
+    IoSpec::new(io.name.clone(), kind)
+}
+
+enum Verdict {
+    Passed(Changes),
+    NotRunnable(String),
+    Failed(String),
+}
+
+fn infer(proto: &ModelProto) -> Result<(ModelProto, Changes), String> {
+    let mut model = Model::from_proto(proto).map_err(|e| e.to_string())?;
+    let changes = InferShapes.run(&mut model).map_err(|e| e.to_string())?;
+    model.graph.verify().map_err(|e| e.to_string())?;
+    Ok((model.to_proto(), changes))
+}
+
+/// Runs `proto` on the case's data (`Err` with the reason when ORT cannot load or run it).
+fn run(case: &Case, proto: &ModelProto) -> Result<(NamedValues, NamedValues, NamedValues), String> {
+    let options = SessionOptions::default().with_intra_threads(1);
+    let mut session = Session::from_model_with(proto, &options).map_err(|e| format!("load: {e}"))?;
+    let ins: Vec<IoSpec> = session.inputs().iter().map(spec).collect();
+    let outs: Vec<IoSpec> = session.outputs().iter().map(spec).collect();
+    let (inputs, reference) =
+        read_data(case, &session, &ins, &outs).map_err(|e| format!("test data: {e}"))?;
+    let got = session.run(&inputs).map_err(|e| format!("run: {e}"))?;
+    Ok((inputs, reference, got))
+}
+
+/// The first output of `got` not close to `expected`.
+fn mismatch(expected: &NamedValues, got: &NamedValues) -> Option<String> {
+    for (k, (name, e)) in expected.iter().enumerate() {
+        let actual = got.iter().find(|(n, _)| n == name).or(got.get(k));
+        let Some((_, a)) = actual else {
+            return Some(format!("output '{name}' missing"));
+        };
+        if let Err(m) = allclose(e, a, Tolerance::ONNX_BACKEND) {
+            return Some(format!("output '{name}': {m:?}"));
+        }
+    }
+    None
+}
+
+/// Infers the case's model and runs it; the original runs only when needed (to tell a
+/// model ORT never could run from a failure, and where ORT's kernels differ from the
+/// reference outputs, as the baseline).
+fn check(case: &Case) -> Verdict {
+    let loaded = match kiln_proto::load_model(&case.model) {
+        Ok(l) => l,
+        Err(e) => return Verdict::NotRunnable(format!("load: {e}")),
+    };
+    let (inferred, changes) = match infer(&loaded.model) {
+        Ok(r) => r,
+        Err(e) => return Verdict::Failed(format!("inference: {e}")),
+    };
+    if let Ok(dir) = std::env::var("KILN_INFER_DUMP") {
+        dump(case, &loaded.model, Path::new(&dir));
+    }
+    let result = run(case, &inferred);
+    if let Ok((_, reference, got)) = &result {
+        if mismatch(reference, got).is_none() {
+            return Verdict::Passed(changes);
+        }
+    }
+    let original = match run(case, &loaded.model) {
+        Ok(o) => o,
+        Err(e) => return Verdict::NotRunnable(e),
+    };
+    match result {
+        Err(e) => Verdict::Failed(format!("the inferred model fails in ONNX Runtime: {e}")),
+        Ok((_, _, got)) => match mismatch(&original.2, &got) {
+            // ORT's kernels differ from the reference here, on both models alike.
+            None => Verdict::Passed(changes),
+            Some(m) => Verdict::Failed(m),
+        },
+    }
+}
+
+/// Writes the stripped model and Kiln's inference of it, for the Python comparison.
+fn dump(case: &Case, proto: &ModelProto, dir: &Path) {
+    let mut stripped = proto.clone();
+    if let Some(g) = stripped.graph.as_mut() {
+        g.value_info.clear();
+        for o in &mut g.output {
+            o.r#type = None;
+        }
+    }
+    let stem = case.id.replace('/', "__");
+    let Ok((inferred, _)) = infer(&stripped) else {
+        return;
+    };
+    let opts = Default::default();
+    let _ = kiln_proto::save_model(&stripped, &dir.join(format!("{stem}.stripped.onnx")), &opts);
+    let _ = kiln_proto::save_model(&inferred, &dir.join(format!("{stem}.kiln.onnx")), &opts);
+}
+
+#[test]
+fn inferred_models_still_run_and_match_in_onnx_runtime() {
+    let cases = cases();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Verdict)>> = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(case) = cases.get(i) else { break };
+                let v = std::panic::catch_unwind(|| check(case))
+                    .unwrap_or_else(|_| Verdict::Failed("panicked".into()));
+                results.lock().unwrap().push((i, v));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(i, _)| *i);
+    let mut per_folder: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let mut total = Changes::none();
+    let mut failures = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut not_runnable = Vec::new();
+    for (i, v) in &results {
+        let case = &cases[*i];
+        let folder = case.id.split('/').next().unwrap_or("").to_string();
+        let c = per_folder.entry(folder).or_default();
+        match v {
+            Verdict::Passed(ch) => {
+                c[0] += 1;
+                total.merge(ch);
+                if ch.get("conflicts") > 0 {
+                    conflicts.push(format!("{} ({})", case.id, ch.get("conflicts")));
+                }
+            }
+            Verdict::NotRunnable(why) => {
+                c[1] += 1;
+                let short: String = why.chars().take(90).collect();
+                not_runnable.push(format!("{}: {short}", case.id));
+            }
+            Verdict::Failed(why) => {
+                c[2] += 1;
+                failures.push(format!("{}: {why}", case.id));
+            }
+        }
+    }
+    println!("infer-shapes, then ONNX Runtime 1.31.1 (passed / not runnable originally / failed)");
+    for (f, c) in &per_folder {
+        println!("  {f:<20} {:>5} {:>5} {:>5}", c[0], c[1], c[2]);
+    }
+    println!("changes over passed models: {total}");
+    println!("models with declared types inference disagrees with: {}", conflicts.len());
+    for c in &conflicts {
+        println!("  conflict: {c}");
+    }
+    if std::env::var("KILN_INFER_VERBOSE").is_ok() {
+        for n in &not_runnable {
+            println!("  not runnable: {n}");
+        }
+    }
+    for f in &failures {
+        println!("FAILED {f}");
+    }
+    assert!(failures.is_empty(), "{} models failed", failures.len());
+    let passed: usize = per_folder.values().map(|c| c[0]).sum();
+    assert!(passed > 1000, "only {passed} models passed: test data missing?");
+}
