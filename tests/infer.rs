@@ -2,7 +2,8 @@
 //! pytorch-converted, pytorch-operator, light) and every model in `models/` is inferred, saved
 //! and run in ONNX Runtime; outputs must still match the reference outputs (rtol 1e-3,
 //! atol 1e-7) wherever ONNX Runtime ran the original. ONNX Runtime checks the written
-//! value_info against its own inference, so a wrong type or fixed dim fails the load.
+//! value_info against its own inference (a wrong element type fails the load; a wrong dim
+//! only warns), so every written type is also compared with the tensor ORT computes for it.
 //!
 //! With `KILN_INFER_DUMP=<dir>`, each model is also written there with its value_info and
 //! output types stripped and then inferred by Kiln (`<case>.kiln.onnx`) next to the stripped
@@ -15,7 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use kiln_backends::compare::{allclose, Tolerance};
-use kiln_backends::runtime::{Dim as RtDim, IoInfo, IoKind, Session, SessionOptions};
+use kiln_backends::runtime::{
+    capturable_names, expose_outputs, Dim as RtDim, IoInfo, IoKind, Session, SessionOptions,
+};
 use kiln_backends::tensors::{read_pb, read_test_data_set, IoSpec, ValueKind};
 use kiln_backends::{NamedValues, Value};
 use kiln_passes::infer::InferShapes;
@@ -61,14 +64,20 @@ fn cases() -> Vec<Case> {
                 continue;
             };
             for e in entries.flatten() {
-                dirs.push((format!("{folder}/{}", e.file_name().to_string_lossy()), e.path()));
+                dirs.push((
+                    format!("{folder}/{}", e.file_name().to_string_lossy()),
+                    e.path(),
+                ));
             }
         }
     }
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     if let Ok(entries) = std::fs::read_dir(models) {
         for e in entries.flatten() {
-            dirs.push((format!("models/{}", e.file_name().to_string_lossy()), e.path()));
+            dirs.push((
+                format!("models/{}", e.file_name().to_string_lossy()),
+                e.path(),
+            ));
         }
     }
     dirs.sort();
@@ -154,7 +163,8 @@ fn spec(io: &IoInfo) -> IoSpec {
 }
 
 enum Verdict {
-    Passed(Changes),
+    /// Passed; with how many inferred values were checked against their run-time tensors.
+    Passed(Changes, Checked),
     NotRunnable(String),
     Failed(String),
 }
@@ -166,12 +176,119 @@ fn infer(proto: &ModelProto) -> Result<(ModelProto, Changes), String> {
     Ok((model.to_proto(), changes))
 }
 
+type Dims = Vec<Option<kiln_proto::onnx::tensor_shape_proto::dimension::Value>>;
+
+/// Every main-graph value of `model` with a tensor type and shape: name, element type, dims.
+fn typed_values(model: &ModelProto) -> Vec<(String, i32, Dims)> {
+    use kiln_proto::onnx::type_proto::Value as T;
+    let Some(graph) = model.graph.as_ref() else {
+        return Vec::new();
+    };
+    let mut wanted = Vec::new();
+    for vi in graph
+        .value_info
+        .iter()
+        .chain(&graph.input)
+        .chain(&graph.output)
+    {
+        if let Some(T::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            if let Some(shape) = &t.shape {
+                let dims = shape.dim.iter().map(|d| d.value.clone()).collect();
+                wanted.push((vi.name.clone(), t.elem_type, dims));
+            }
+        }
+    }
+    wanted
+}
+
+/// Inferred values compared with the tensors ONNX Runtime computes for them.
+#[derive(Default, Clone, Copy)]
+struct Checked {
+    values: usize,
+    dims: usize,
+}
+
+/// Compares every main-graph value_info entry of `inferred` with the tensor ONNX Runtime
+/// computes for it: the element type must be the same and every fixed dim the actual size,
+/// and each named dim must stand for one size throughout the model.
+fn check_actual(inferred: &ModelProto, got: &NamedValues) -> Result<Checked, String> {
+    use kiln_proto::onnx::tensor_shape_proto::dimension::Value as D;
+    let mut checked = Checked::default();
+    let mut bound: BTreeMap<String, usize> = BTreeMap::new();
+    for (name, elem, dims) in typed_values(inferred) {
+        let Some((_, Value::Tensor(t))) = got.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        let (elem, dims) = (&elem, &dims);
+        if t.dtype().onnx() != *elem {
+            return Err(format!(
+                "'{name}' is {} at run time, inferred type {elem}",
+                t.dtype()
+            ));
+        }
+        if t.shape().len() != dims.len() {
+            return Err(format!(
+                "'{name}' has shape {:?} at run time, inferred rank {}",
+                t.shape(),
+                dims.len()
+            ));
+        }
+        checked.values += 1;
+        for (d, &actual) in dims.iter().zip(t.shape()) {
+            match d {
+                Some(D::DimValue(n)) => {
+                    checked.dims += 1;
+                    if *n != actual as i64 {
+                        return Err(format!(
+                            "'{name}' has shape {:?} at run time, inferred {dims:?}",
+                            t.shape()
+                        ));
+                    }
+                }
+                Some(D::DimParam(p)) => {
+                    checked.dims += 1;
+                    if *bound.entry(p.clone()).or_insert(actual) != actual {
+                        return Err(format!(
+                            "'{name}': dim '{p}' is {actual} here, {} elsewhere",
+                            bound[p]
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(checked)
+}
+
 /// Runs `proto` on the case's data (`Err` with the reason when ORT cannot load or run it).
-fn run(case: &Case, proto: &ModelProto) -> Result<(NamedValues, NamedValues, NamedValues), String> {
+///
+/// With `expose`, the main graph's typed values are made outputs too (to check them).
+fn run(
+    case: &Case,
+    proto: &ModelProto,
+    expose: bool,
+) -> Result<(NamedValues, NamedValues, NamedValues), String> {
     let options = SessionOptions::default().with_intra_threads(1);
-    let mut session = Session::from_model_with(proto, &options).map_err(|e| format!("load: {e}"))?;
+    let n_outputs = proto.graph.as_ref().map_or(0, |g| g.output.len());
+    let exposed;
+    let proto = if expose {
+        let known: std::collections::HashSet<String> =
+            capturable_names(proto).into_iter().collect();
+        let names: Vec<String> = typed_values(proto)
+            .into_iter()
+            .map(|v| v.0)
+            .filter(|n| known.contains(n))
+            .collect();
+        exposed = expose_outputs(proto, &names);
+        &exposed
+    } else {
+        proto
+    };
+    let mut session =
+        Session::from_model_with(proto, &options).map_err(|e| format!("load: {e}"))?;
     let ins: Vec<IoSpec> = session.inputs().iter().map(spec).collect();
-    let outs: Vec<IoSpec> = session.outputs().iter().map(spec).collect();
+    let outs: Vec<IoSpec> = session.outputs().iter().take(n_outputs).map(spec).collect();
     let (inputs, reference) =
         read_data(case, &session, &ins, &outs).map_err(|e| format!("test data: {e}"))?;
     let got = session.run(&inputs).map_err(|e| format!("run: {e}"))?;
@@ -207,13 +324,16 @@ fn check(case: &Case) -> Verdict {
     if let Ok(dir) = std::env::var("KILN_INFER_DUMP") {
         dump(case, &loaded.model, Path::new(&dir));
     }
-    let result = run(case, &inferred);
+    let result = run(case, &inferred, true);
     if let Ok((_, reference, got)) = &result {
         if mismatch(reference, got).is_none() {
-            return Verdict::Passed(changes);
+            return match check_actual(&inferred, got) {
+                Ok(checked) => Verdict::Passed(changes, checked),
+                Err(e) => Verdict::Failed(e),
+            };
         }
     }
-    let original = match run(case, &loaded.model) {
+    let original = match run(case, &loaded.model, false) {
         Ok(o) => o,
         Err(e) => return Verdict::NotRunnable(e),
     };
@@ -221,7 +341,10 @@ fn check(case: &Case) -> Verdict {
         Err(e) => Verdict::Failed(format!("the inferred model fails in ONNX Runtime: {e}")),
         Ok((_, _, got)) => match mismatch(&original.2, &got) {
             // ORT's kernels differ from the reference here, on both models alike.
-            None => Verdict::Passed(changes),
+            None => match check_actual(&inferred, &got) {
+                Ok(checked) => Verdict::Passed(changes, checked),
+                Err(e) => Verdict::Failed(e),
+            },
             Some(m) => Verdict::Failed(m),
         },
     }
@@ -269,13 +392,16 @@ fn inferred_models_still_run_and_match_in_onnx_runtime() {
     let mut failures = Vec::new();
     let mut conflicts = Vec::new();
     let mut not_runnable = Vec::new();
+    let mut checked = Checked::default();
     for (i, v) in &results {
         let case = &cases[*i];
         let folder = case.id.split('/').next().unwrap_or("").to_string();
         let c = per_folder.entry(folder).or_default();
         match v {
-            Verdict::Passed(ch) => {
+            Verdict::Passed(ch, k) => {
                 c[0] += 1;
+                checked.values += k.values;
+                checked.dims += k.dims;
                 total.merge(ch);
                 if ch.get("conflicts") > 0 {
                     conflicts.push(format!("{} ({})", case.id, ch.get("conflicts")));
@@ -297,7 +423,14 @@ fn inferred_models_still_run_and_match_in_onnx_runtime() {
         println!("  {f:<20} {:>5} {:>5} {:>5}", c[0], c[1], c[2]);
     }
     println!("changes over passed models: {total}");
-    println!("models with declared types inference disagrees with: {}", conflicts.len());
+    println!(
+        "checked against run-time tensors: {} typed values, {} fixed or named dims",
+        checked.values, checked.dims
+    );
+    println!(
+        "models with declared types inference disagrees with: {}",
+        conflicts.len()
+    );
     for c in &conflicts {
         println!("  conflict: {c}");
     }
@@ -311,5 +444,8 @@ fn inferred_models_still_run_and_match_in_onnx_runtime() {
     }
     assert!(failures.is_empty(), "{} models failed", failures.len());
     let passed: usize = per_folder.values().map(|c| c[0]).sum();
-    assert!(passed > 1000, "only {passed} models passed: test data missing?");
+    assert!(
+        passed > 1000,
+        "only {passed} models passed: test data missing?"
+    );
 }

@@ -9,7 +9,10 @@ use super::ty::Ty;
 
 /// The broadcast shape of the present inputs in `slots`, if every rank is known.
 fn broadcast_inputs(ctx: &Ctx, slots: impl Iterator<Item = usize>) -> Option<Vec<Dim>> {
-    let shapes: Option<Vec<&[Dim]>> = slots.filter(|&i| ctx.has(i)).map(|i| ctx.shape(i)).collect();
+    let shapes: Option<Vec<&[Dim]>> = slots
+        .filter(|&i| ctx.has(i))
+        .map(|i| ctx.shape(i))
+        .collect();
     dims::broadcast(&shapes?)
 }
 
@@ -40,7 +43,10 @@ pub fn where_(ctx: &Ctx) -> Option<Vec<Ty>> {
 
 /// PRelu: the slope broadcasts to X one way, so the output is X.
 pub fn prelu(ctx: &Ctx) -> Option<Vec<Ty>> {
-    Some(vec![Ty::tensor(ctx.elem(0), ctx.shape(0).map(<[Dim]>::to_vec))])
+    Some(vec![Ty::tensor(
+        ctx.elem(0),
+        ctx.shape(0).map(<[Dim]>::to_vec),
+    )])
 }
 
 #[cfg(test)]
@@ -53,7 +59,10 @@ mod tests {
         let (m, _) = run_one(
             13,
             "Add",
-            &[f32_in(&["batch", "1", "seq", "seq"]), f32_in(&["12", "seq", "1"])],
+            &[
+                f32_in(&["batch", "1", "seq", "seq"]),
+                f32_in(&["12", "seq", "1"]),
+            ],
             &[],
             1,
         );

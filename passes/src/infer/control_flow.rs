@@ -104,9 +104,7 @@ pub fn outputs(
             let mut out: Vec<Ty> = (0..n)
                 .map(|i| join(&at(inputs, i + 2), &at(b, i + 1)))
                 .collect();
-            for k in (1 + n)..b.len() {
-                out.push(stacked(&b[k], 0, Dim::Unknown));
-            }
+            out.extend(b.iter().skip(1 + n).map(|t| stacked(t, 0, Dim::Unknown)));
             out
         }
         "Scan" if opset >= 9 => {
@@ -164,7 +162,10 @@ mod tests {
         );
         let c = Ty::known(DataType::Float, vec![Dim::Known(2)]);
         assert_eq!(join(&a, &c), Ty::tensor(Some(DataType::Float), None));
-        assert_eq!(join(&a, &Ty::Unknown), Ty::tensor(Some(DataType::Float), None));
+        assert_eq!(
+            join(&a, &Ty::Unknown),
+            Ty::tensor(Some(DataType::Float), None)
+        );
         let d = Ty::known(DataType::Int64, vec![]);
         assert_eq!(join(&a, &d), Ty::tensor(None, None));
     }

@@ -48,29 +48,31 @@ impl Window {
         Some(w)
     }
 
-    /// The output size of spatial dim `i` for input size `d`.
+    /// The output size of spatial dim `i` for input size `d` (in i128: attributes are the
+    /// model's and may be absurd).
     fn out_dim(&self, i: usize, d: &Dim) -> Dim {
         let Dim::Known(n) = *d else {
             return Dim::Unknown;
         };
-        let (k, s, dl) = (self.kernel[i], self.strides[i], self.dilations[i]);
+        let w = |v: i64| v as i128;
+        let (n, k, s, dl) = (
+            w(n),
+            w(self.kernel[i]),
+            w(self.strides[i]),
+            w(self.dilations[i]),
+        );
+        let (pb, pe) = (w(self.pads[i]), w(self.pads[i + self.kernel.len()]));
         let eff = (k - 1) * dl + 1;
         let out = match self.auto_pad.as_str() {
             "SAME_UPPER" | "SAME_LOWER" => Some((n + s - 1) / s),
             "VALID" => floor_or_ceil(n - eff, s, self.ceil_mode).map(|q| q + 1),
             "NOTSET" | "" => {
-                let span = n + self.pads[i] + self.pads[i + self.kernel.len()] - eff;
+                let span = n + pb + pe - eff;
                 if self.ceil_mode {
                     // ONNX's formula and ONNX Runtime's (which drops a last window that
                     // starts in the end padding) can differ; only claim a size both give.
                     let onnx = floor_or_ceil(span, s, true).map(|q| q + 1);
-                    let ort = onnx.map(|o| {
-                        if (o - 1) * s >= n + self.pads[i] {
-                            o - 1
-                        } else {
-                            o
-                        }
-                    });
+                    let ort = onnx.map(|o| if (o - 1) * s >= n + pb { o - 1 } else { o });
                     onnx.filter(|_| onnx == ort)
                 } else {
                     floor_or_ceil(span, s, false).map(|q| q + 1)
@@ -78,7 +80,7 @@ impl Window {
             }
             _ => None,
         };
-        match out {
+        match out.and_then(|o| i64::try_from(o).ok()) {
             Some(o) if o > 0 => Dim::Known(o),
             _ => Dim::Unknown,
         }
@@ -86,7 +88,7 @@ impl Window {
 }
 
 /// `a / b` rounded down or up, for `a >= 0`; `None` for negative `a`.
-fn floor_or_ceil(a: i64, b: i64, ceil: bool) -> Option<i64> {
+fn floor_or_ceil(a: i128, b: i128, ceil: bool) -> Option<i128> {
     if a < 0 {
         return None;
     }
@@ -132,7 +134,10 @@ pub fn conv(ctx: &Ctx) -> Option<Vec<Ty>> {
 
 /// ConvInteger: int32, like Conv.
 pub fn conv_integer(ctx: &Ctx) -> Option<Vec<Ty>> {
-    Some(vec![Ty::tensor(Some(DataType::Int32), conv_shape(ctx, 0, 1))])
+    Some(vec![Ty::tensor(
+        Some(DataType::Int32),
+        conv_shape(ctx, 0, 1),
+    )])
 }
 
 /// QLinearConv: the output zero point's type, like Conv on inputs 0 and 3.
@@ -200,9 +205,9 @@ fn conv_transpose_shape(ctx: &Ctx) -> Option<Vec<Dim>> {
         out.push(match (d, win.auto_pad.as_str()) {
             (Dim::Known(n), "SAME_UPPER" | "SAME_LOWER") => Dim::Known(n * s),
             (Dim::Known(n), "VALID") => Dim::Known(s * (n - 1) + out_pad[i] + eff),
-            (Dim::Known(n), "NOTSET" | "") => Dim::Known(
-                s * (n - 1) + out_pad[i] + eff - win.pads[i] - win.pads[i + k],
-            ),
+            (Dim::Known(n), "NOTSET" | "") => {
+                Dim::Known(s * (n - 1) + out_pad[i] + eff - win.pads[i] - win.pads[i + k])
+            }
             _ => Dim::Unknown,
         });
     }
@@ -250,7 +255,10 @@ mod tests {
         let (m, _) = run_one(
             13,
             "Conv",
-            &[f32_in(&["n", "3", "224", "224"]), f32_in(&["64", "3", "7", "7"])],
+            &[
+                f32_in(&["n", "3", "224", "224"]),
+                f32_in(&["64", "3", "7", "7"]),
+            ],
             &[("strides", ints(&[2, 2])), ("pads", ints(&[3, 3, 3, 3]))],
             1,
         );
@@ -258,7 +266,10 @@ mod tests {
         let (m, _) = run_one(
             13,
             "Conv",
-            &[f32_in(&["1", "2", "10", "9"]), f32_in(&["4", "2", "3", "3"])],
+            &[
+                f32_in(&["1", "2", "10", "9"]),
+                f32_in(&["4", "2", "3", "3"]),
+            ],
             &[("dilations", ints(&[2, 1])), ("strides", ints(&[1, 2]))],
             1,
         );
@@ -271,7 +282,10 @@ mod tests {
             13,
             "Conv",
             &[f32_in(&["1", "3", "7", "8"]), f32_in(&["5", "3", "3", "3"])],
-            &[("auto_pad", string("SAME_UPPER")), ("strides", ints(&[2, 2]))],
+            &[
+                ("auto_pad", string("SAME_UPPER")),
+                ("strides", ints(&[2, 2])),
+            ],
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[1,5,4,4]");
@@ -291,7 +305,11 @@ mod tests {
             12,
             "MaxPool",
             &[f32_in(&["1", "3", "32", "32"])],
-            &[("kernel_shape", ints(&[3, 3])), ("strides", ints(&[2, 2])), ("ceil_mode", int(1))],
+            &[
+                ("kernel_shape", ints(&[3, 3])),
+                ("strides", ints(&[2, 2])),
+                ("ceil_mode", int(1)),
+            ],
             2,
         );
         assert_eq!(out_type(&m, 0), "float32[1,3,16,16]");
@@ -304,7 +322,13 @@ mod tests {
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[1,3,15,15]");
-        let (m, _) = run_one(13, "GlobalAveragePool", &[f32_in(&["n", "3", "h", "w"])], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "GlobalAveragePool",
+            &[f32_in(&["n", "3", "h", "w"])],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[n,3,1,1]");
     }
 
@@ -314,7 +338,12 @@ mod tests {
             13,
             "ConvTranspose",
             &[f32_in(&["1", "4", "5", "5"]), f32_in(&["4", "2", "3", "3"])],
-            &[("strides", ints(&[2, 2])), ("pads", ints(&[1, 1, 1, 1])), ("output_padding", ints(&[1, 1])), ("group", int(2))],
+            &[
+                ("strides", ints(&[2, 2])),
+                ("pads", ints(&[1, 1, 1, 1])),
+                ("output_padding", ints(&[1, 1])),
+                ("group", int(2)),
+            ],
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[1,4,10,10]");

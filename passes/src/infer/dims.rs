@@ -125,6 +125,17 @@ pub fn scale(d: &Dim, factor: i64) -> Dim {
     }
 }
 
+/// The most axes a tensor is taken to have (a larger "rank" is a corrupt model).
+pub const MAX_RANK: i64 = 1 << 12;
+
+/// The length of a short 1-D operand (axes, pads, a shape vector) whose size is `d`.
+pub fn small_len(d: &Dim) -> Option<usize> {
+    match d {
+        Dim::Known(n) if (0..=MAX_RANK).contains(n) => Some(*n as usize),
+        _ => None,
+    }
+}
+
 /// The number a dim is, if fixed.
 pub fn known(d: &Dim) -> Option<i64> {
     match d {
@@ -181,11 +192,23 @@ mod tests {
     #[test]
     fn quotients_cancel_names() {
         let num = product(&[s("batch"), s("seq"), k(768)]).unwrap();
-        assert_eq!(quotient(&num, &product(&[s("batch"), s("seq"), k(12)]).unwrap()), k(64));
-        assert_eq!(quotient(&num, &product(&[s("batch"), k(768)]).unwrap()), s("seq"));
+        assert_eq!(
+            quotient(&num, &product(&[s("batch"), s("seq"), k(12)]).unwrap()),
+            k(64)
+        );
+        assert_eq!(
+            quotient(&num, &product(&[s("batch"), k(768)]).unwrap()),
+            s("seq")
+        );
         assert_eq!(quotient(&num, &product(&[k(768)]).unwrap()), Dim::Unknown);
-        assert_eq!(quotient(&num, &product(&[s("other")]).unwrap()), Dim::Unknown);
-        assert_eq!(quotient(&num, &product(&[s("batch"), k(7)]).unwrap()), Dim::Unknown);
+        assert_eq!(
+            quotient(&num, &product(&[s("other")]).unwrap()),
+            Dim::Unknown
+        );
+        assert_eq!(
+            quotient(&num, &product(&[s("batch"), k(7)]).unwrap()),
+            Dim::Unknown
+        );
         assert!(product(&[k(2), Dim::Unknown]).is_none());
         assert_eq!(product_dim(&[k(2), k(3)]), k(6));
         assert_eq!(product_dim(&[k(1), s("n")]), s("n"));

@@ -26,18 +26,38 @@ pub struct Fact {
 /// Values of enclosing graphs a body reads, by name.
 pub type Scope = HashMap<String, Fact>;
 
-/// The opset imports of the model.
-pub struct Opsets<'a>(pub &'a [OperatorSetIdProto]);
+/// What the walk needs of the model around the graph.
+pub struct Opsets<'a> {
+    /// The model's opset imports.
+    pub imports: &'a [OperatorSetIdProto],
+    /// Initializers listed as graph inputs are constants too (IR < 4, where every
+    /// initializer must be listed and ONNX Runtime does not let a caller override them).
+    pub listed_initializers_fixed: bool,
+}
 
 impl Opsets<'_> {
     /// The imported version of `domain` (`""` and `"ai.onnx"` are the same).
     pub fn get(&self, domain: &str) -> Option<i64> {
         let canon = |d: &str| if d == "ai.onnx" { "" } else { d }.to_string();
         let want = canon(domain);
-        self.0
+        self.imports
             .iter()
             .find(|o| canon(&o.domain) == want)
             .map(|o| o.version)
+    }
+}
+
+/// The tensor a value always holds (see [`Opsets::listed_initializers_fixed`]).
+fn constant<'g>(
+    graph: &'g Graph,
+    v: ValueRef,
+    opsets: &Opsets<'_>,
+) -> Option<&'g crate::tensor::Tensor> {
+    match &graph.node(v.node)?.kind {
+        NodeKind::Constant { value, .. } if opsets.listed_initializers_fixed && v.slot == 0 => {
+            Some(value)
+        }
+        _ => graph.constant(v),
     }
 }
 
@@ -57,7 +77,7 @@ pub fn infer_graph(
         match &graph[idx].kind {
             NodeKind::Op { .. } => infer_op(graph, idx, opsets, &mut facts, changes),
             _ => {
-                let fact = source_fact(graph, idx, outer, hints);
+                let fact = source_fact(graph, idx, opsets, outer, hints);
                 facts.insert(ValueRef::new(idx, 0), fact);
             }
         }
@@ -77,7 +97,13 @@ pub fn infer_graph(
 }
 
 /// The type of an input, constant or outer value.
-fn source_fact(graph: &Graph, idx: NodeIndex, outer: &Scope, hints: &[Ty]) -> Fact {
+fn source_fact(
+    graph: &Graph,
+    idx: NodeIndex,
+    opsets: &Opsets<'_>,
+    outer: &Scope,
+    hints: &[Ty],
+) -> Fact {
     let node = &graph[idx];
     let Some(info) = node.outputs.first() else {
         return Fact::default();
@@ -110,7 +136,7 @@ fn source_fact(graph: &Graph, idx: NodeIndex, outer: &Scope, hints: &[Ty]) -> Fa
             Fact {
                 ty: merge(&declared, &ty).ty,
                 // An overridable initializer is only a default: its contents are not known.
-                sym: graph.constant(v).and_then(SymValue::of_tensor),
+                sym: constant(graph, v, opsets).and_then(SymValue::of_tensor),
             }
         }
         NodeKind::Outer => {
@@ -143,7 +169,16 @@ fn infer_op(
     let has_bodies = node.subgraphs().next().is_some();
 
     let (inferred, sym) = if has_bodies {
-        let outs = infer_bodies(graph, idx, &op_type, default_domain, opset, opsets, facts, changes);
+        let outs = infer_bodies(
+            graph,
+            idx,
+            &op_type,
+            default_domain,
+            opset,
+            opsets,
+            facts,
+            changes,
+        );
         (outs, None)
     } else {
         let inputs = graph.inputs(idx);
@@ -157,7 +192,7 @@ fn infer_op(
                         let fact = facts.get(&v);
                         Input {
                             ty: fact.map_or(&UNKNOWN_TY, |f| &f.ty),
-                            constant: graph.constant(v),
+                            constant: constant(graph, v, opsets),
                             sym: fact.and_then(|f| f.sym.as_ref()),
                         }
                     })
@@ -193,7 +228,11 @@ fn infer_bodies(
     let input_tys: Vec<Ty> = graph
         .inputs(idx)
         .iter()
-        .map(|i| i.and_then(|v| facts.get(&v)).map(|f| f.ty.clone()).unwrap_or_default())
+        .map(|i| {
+            i.and_then(|v| facts.get(&v))
+                .map(|f| f.ty.clone())
+                .unwrap_or_default()
+        })
         .collect();
     let scope: Scope = graph
         .captures(idx)
@@ -252,7 +291,11 @@ fn record_outputs(
         // Every declaration of the value: its value_info and each graph output naming it.
         let mut declared = node_declared.clone();
         for &p in &out_positions {
-            declared = merge(&declared, &Ty::from_proto(graph.outputs[p].info.ty.as_ref())).ty;
+            declared = merge(
+                &declared,
+                &Ty::from_proto(graph.outputs[p].info.ty.as_ref()),
+            )
+            .ty;
         }
         let m = merge(&declared, &guess);
         if m.conflict {

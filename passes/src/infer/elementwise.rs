@@ -14,7 +14,10 @@ pub fn identity(ctx: &Ctx) -> Option<Vec<Ty>> {
 
 /// Output 0 has input 0's element type and shape.
 pub fn unary(ctx: &Ctx) -> Option<Vec<Ty>> {
-    Some(vec![Ty::tensor(ctx.elem(0), ctx.shape(0).map(<[Dim]>::to_vec))])
+    Some(vec![Ty::tensor(
+        ctx.elem(0),
+        ctx.shape(0).map(<[Dim]>::to_vec),
+    )])
 }
 
 /// Output 0 is bool with input 0's shape (IsNaN, IsInf).
@@ -98,7 +101,16 @@ mod tests {
 
     #[test]
     fn activations_keep_type_and_named_dims() {
-        for op in ["Relu", "Erf", "Tanh", "Sqrt", "Reciprocal", "Gelu", "Softmax", "HardSigmoid"] {
+        for op in [
+            "Relu",
+            "Erf",
+            "Tanh",
+            "Sqrt",
+            "Reciprocal",
+            "Gelu",
+            "Softmax",
+            "HardSigmoid",
+        ] {
             let (m, _) = run_one(17, op, &[f32_in(&["batch", "seq", "768"])], &[], 1);
             assert_eq!(out_type(&m, 0), "float32[batch,seq,768]", "{op}");
         }
@@ -106,13 +118,7 @@ mod tests {
 
     #[test]
     fn cast_castlike_and_dropout_masks() {
-        let (m, _) = run_one(
-            13,
-            "Cast",
-            &[f32_in(&["n", "3"])],
-            &[("to", int(7))],
-            1,
-        );
+        let (m, _) = run_one(13, "Cast", &[f32_in(&["n", "3"])], &[("to", int(7))], 1);
         assert_eq!(out_type(&m, 0), "int64[n,3]");
         let (m, _) = run_one(
             15,

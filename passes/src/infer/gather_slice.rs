@@ -29,7 +29,10 @@ pub fn gather(ctx: &Ctx) -> Option<Vec<Ty>> {
 
 /// GatherElements: the indices' shape, the data's type.
 pub fn gather_elements(ctx: &Ctx) -> Option<Vec<Ty>> {
-    Some(vec![Ty::tensor(ctx.elem(0), ctx.shape(1).map(<[Dim]>::to_vec))])
+    Some(vec![Ty::tensor(
+        ctx.elem(0),
+        ctx.shape(1).map(<[Dim]>::to_vec),
+    )])
 }
 
 /// GatherND: `indices.shape[:-1] + data.shape[batch_dims + k:]` with `k` the last index dim.
@@ -60,8 +63,9 @@ pub fn slice_len(dim: &Dim, start: i64, end: i64, step: i64) -> Dim {
             || (step == -1 && start >= TO_THE_END && end <= -TO_THE_END);
         return if whole { dim.clone() } else { Dim::Unknown };
     };
-    let n = *n;
-    let norm = |v: i64| if v < 0 { v.saturating_add(n) } else { v };
+    // In i128: starts, ends and steps are the model's and may be near the i64 limits.
+    let (n, start, end, step) = (*n as i128, start as i128, end as i128, step as i128);
+    let norm = |v: i128| if v < 0 { v + n } else { v };
     let (s, e) = (norm(start), norm(end));
     let len = if step > 0 {
         let (s, e) = (s.clamp(0, n), e.clamp(0, n));
@@ -73,12 +77,12 @@ pub fn slice_len(dim: &Dim, start: i64, end: i64, step: i64) -> Dim {
     } else {
         let (s, e) = (s.clamp(0, n - 1), e.clamp(-1, n - 1));
         if s > e {
-            (s - e + (-step) - 1) / (-step)
+            (s - e - step - 1) / (-step)
         } else {
             0
         }
     };
-    Dim::Known(len)
+    Dim::Known(len as i64)
 }
 
 /// Slice: attributes before opset 10, inputs from it on.
@@ -107,7 +111,7 @@ pub fn slice(ctx: &Ctx) -> Option<Vec<Ty>> {
     let n_given = match (&starts, &ends) {
         (Param::Known(s), _) | (_, Param::Known(s)) => Some(s.len()),
         _ if ctx.opset >= 10 => match ctx.shape(1) {
-            Some([Dim::Known(k)]) => Some(*k as usize),
+            Some([d]) => dims::small_len(d),
             _ => None,
         },
         _ => None,
@@ -170,8 +174,8 @@ pub fn split(ctx: &Ctx) -> Option<Vec<Ty>> {
             Dim::Known(d) if n > 0 => {
                 let n64 = n as i64;
                 if ctx.opset >= 18 && ctx.attr("num_outputs").is_some() {
-                    let chunk = (d + n64 - 1) / n64;
-                    let last = d - chunk * (n64 - 1);
+                    let chunk = d.saturating_add(n64 - 1) / n64;
+                    let last = d - chunk.saturating_mul(n64 - 1);
                     if last < 0 {
                         return None;
                     }
@@ -332,9 +336,7 @@ pub fn top_k(ctx: &Ctx) -> Option<Vec<Ty>> {
 
 /// NonZero: int64 `[rank, ?]`.
 pub fn non_zero(ctx: &Ctx) -> Option<Vec<Ty>> {
-    let rank = ctx
-        .rank(0)
-        .map_or(Dim::Unknown, |r| Dim::Known(r as i64));
+    let rank = ctx.rank(0).map_or(Dim::Unknown, |r| Dim::Known(r as i64));
     Some(vec![Ty::known(DataType::Int64, vec![rank, Dim::Unknown])])
 }
 
@@ -430,14 +432,22 @@ mod tests {
             9,
             "Slice",
             &[f32_in(&["4", "10"])],
-            &[("starts", ints(&[1])), ("ends", ints(&[-1])), ("axes", ints(&[1]))],
+            &[
+                ("starts", ints(&[1])),
+                ("ends", ints(&[-1])),
+                ("axes", ints(&[1])),
+            ],
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[4,8]");
         let (m, _) = run_one(
             13,
             "Slice",
-            &[f32_in(&["4", "10"]), typed_in(DataType::Int64, &["1"]), ints_in(&[5])],
+            &[
+                f32_in(&["4", "10"]),
+                typed_in(DataType::Int64, &["1"]),
+                ints_in(&[5]),
+            ],
             &[],
             1,
         );
@@ -457,7 +467,10 @@ mod tests {
         let (m, _) = run_one(
             13,
             "Gather",
-            &[f32_in(&["30522", "768"]), typed_in(DataType::Int64, &["b", "s"])],
+            &[
+                f32_in(&["30522", "768"]),
+                typed_in(DataType::Int64, &["b", "s"]),
+            ],
             &[],
             1,
         );
@@ -468,14 +481,38 @@ mod tests {
     fn split_concat_pad_tile_topk() {
         let (m, _) = run_one(13, "Split", &[f32_in(&["b", "9"])], &[("axis", int(1))], 3);
         assert_eq!(out_type(&m, 2), "float32[b,3]");
-        let (m, _) = run_one(11, "Split", &[f32_in(&["b", "9"])], &[("axis", int(1)), ("split", ints(&[2, 7]))], 2);
+        let (m, _) = run_one(
+            11,
+            "Split",
+            &[f32_in(&["b", "9"])],
+            &[("axis", int(1)), ("split", ints(&[2, 7]))],
+            2,
+        );
         assert_eq!(out_type(&m, 1), "float32[b,7]");
-        let (m, _) = run_one(18, "Split", &[f32_in(&["10"])], &[("num_outputs", int(3))], 3);
+        let (m, _) = run_one(
+            18,
+            "Split",
+            &[f32_in(&["10"])],
+            &[("num_outputs", int(3))],
+            3,
+        );
         assert_eq!(out_type(&m, 0), "float32[4]");
         assert_eq!(out_type(&m, 2), "float32[2]");
-        let (m, _) = run_one(13, "Concat", &[f32_in(&["b", "2"]), f32_in(&["?", "3"])], &[("axis", int(-1))], 1);
+        let (m, _) = run_one(
+            13,
+            "Concat",
+            &[f32_in(&["b", "2"]), f32_in(&["?", "3"])],
+            &[("axis", int(-1))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[b,5]");
-        let (m, _) = run_one(13, "Pad", &[f32_in(&["n", "3", "4"]), ints_in(&[0, 1, 2, 0, 1, 2])], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "Pad",
+            &[f32_in(&["n", "3", "4"]), ints_in(&[0, 1, 2, 0, 1, 2])],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[n,5,8]");
         let (m, _) = run_one(2, "Pad", &[f32_in(&["3"])], &[("pads", ints(&[1, 1]))], 1);
         assert_eq!(out_type(&m, 0), "float32[5]");

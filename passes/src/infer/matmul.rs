@@ -52,7 +52,10 @@ pub fn matmul(ctx: &Ctx) -> Option<Vec<Ty>> {
 
 /// MatMulInteger: int32.
 pub fn matmul_integer(ctx: &Ctx) -> Option<Vec<Ty>> {
-    Some(vec![Ty::tensor(Some(DataType::Int32), matmul_of(ctx, 0, 1))])
+    Some(vec![Ty::tensor(
+        Some(DataType::Int32),
+        matmul_of(ctx, 0, 1),
+    )])
 }
 
 /// QLinearMatMul: the output zero point's type, product of inputs 0 and 3.
@@ -64,8 +67,16 @@ pub fn qlinear_matmul(ctx: &Ctx) -> Option<Vec<Ty>> {
 pub fn gemm(ctx: &Ctx) -> Option<Vec<Ty>> {
     let out = match (ctx.shape(0), ctx.shape(1)) {
         (Some([a0, a1]), Some([b0, b1])) => {
-            let m = if ctx.attr_int_or("transA", 0) != 0 { a1 } else { a0 };
-            let n = if ctx.attr_int_or("transB", 0) != 0 { b0 } else { b1 };
+            let m = if ctx.attr_int_or("transA", 0) != 0 {
+                a1
+            } else {
+                a0
+            };
+            let n = if ctx.attr_int_or("transB", 0) != 0 {
+                b0
+            } else {
+                b1
+            };
             Some(vec![m.clone(), n.clone()])
         }
         _ => None,
@@ -76,7 +87,11 @@ pub fn gemm(ctx: &Ctx) -> Option<Vec<Ty>> {
 /// Einsum: dims by letter (equations with `...` give the type only).
 pub fn einsum(ctx: &Ctx) -> Option<Vec<Ty>> {
     let elem = ctx.elem(0);
-    let eq: String = ctx.attr_str("equation")?.chars().filter(|c| !c.is_whitespace()).collect();
+    let eq: String = ctx
+        .attr_str("equation")?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     Some(vec![Ty::tensor(elem, einsum_shape(ctx, &eq))])
 }
 
@@ -101,7 +116,11 @@ fn einsum_shape(ctx: &Ctx, eq: &str) -> Option<Vec<Dim>> {
         for (c, d) in term.chars().zip(shape) {
             let e = letters.entry(c).or_insert((Dim::Unknown, 0));
             // A letter's dims must agree: take the most informative one.
-            e.0 = if e.1 == 0 { d.clone() } else { dims::unify(&e.0, d) };
+            e.0 = if e.1 == 0 {
+                d.clone()
+            } else {
+                dims::unify(&e.0, d)
+            };
             e.1 += 1;
         }
     }
@@ -127,18 +146,39 @@ mod tests {
         let (m, _) = run_one(
             13,
             "MatMul",
-            &[f32_in(&["b", "12", "s", "64"]), f32_in(&["b", "12", "64", "s"])],
+            &[
+                f32_in(&["b", "12", "s", "64"]),
+                f32_in(&["b", "12", "64", "s"]),
+            ],
             &[],
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[b,12,s,s]");
-        let (m, _) = run_one(13, "MatMul", &[f32_in(&["b", "s", "768"]), f32_in(&["768", "3072"])], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "MatMul",
+            &[f32_in(&["b", "s", "768"]), f32_in(&["768", "3072"])],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[b,s,3072]");
-        let (m, _) = run_one(13, "MatMul", &[f32_in(&["4"]), f32_in(&["2", "4", "5"])], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "MatMul",
+            &[f32_in(&["4"]), f32_in(&["2", "4", "5"])],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[2,5]");
         let (m, _) = run_one(13, "MatMul", &[f32_in(&["3", "4"]), f32_in(&["4"])], &[], 1);
         assert_eq!(out_type(&m, 0), "float32[3]");
-        let (m, _) = run_one(13, "MatMul", &[f32_in(&["3", "4"]), f32_in(&["5", "2"])], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "MatMul",
+            &[f32_in(&["3", "4"]), f32_in(&["5", "2"])],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32");
     }
 
@@ -160,9 +200,21 @@ mod tests {
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[b,i,j]");
-        let (m, _) = run_one(12, "Einsum", &[f32_in(&["3", "4"])], &[("equation", string("ij"))], 1);
+        let (m, _) = run_one(
+            12,
+            "Einsum",
+            &[f32_in(&["3", "4"])],
+            &[("equation", string("ij"))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[3,4]");
-        let (m, _) = run_one(12, "Einsum", &[f32_in(&["3", "3"])], &[("equation", string("ii"))], 1);
+        let (m, _) = run_one(
+            12,
+            "Einsum",
+            &[f32_in(&["3", "3"])],
+            &[("equation", string("ii"))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[]");
     }
 }

@@ -21,8 +21,8 @@ mod gather_slice;
 mod matmul;
 mod normalization;
 mod quant;
-pub mod registry;
 mod reduce;
+pub mod registry;
 mod resize;
 mod sequence;
 mod shape_ops;
@@ -30,9 +30,9 @@ mod symbolic;
 mod ty;
 
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 
 use crate::ir::Model;
 use crate::pipeline::{Changes, Pass, PassError};
@@ -57,7 +57,10 @@ impl Pass for InferShapes {
         let opsets = model.opset_import.clone();
         driver::infer_graph(
             &mut model.graph,
-            &driver::Opsets(&opsets),
+            &driver::Opsets {
+                imports: &opsets,
+                listed_initializers_fixed: model.ir_version < 4,
+            },
             &driver::Scope::new(),
             &[],
             &mut changes,

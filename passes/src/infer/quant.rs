@@ -48,17 +48,30 @@ mod tests {
         let (m, _) = run_one(
             13,
             "QuantizeLinear",
-            &[f32_in(&["n", "4"]), In::Const(Tensor::scalar(0.1f32)), In::Const(Tensor::scalar(0i8))],
+            &[
+                f32_in(&["n", "4"]),
+                In::Const(Tensor::scalar(0.1f32)),
+                In::Const(Tensor::scalar(0i8)),
+            ],
             &[],
             1,
         );
         assert_eq!(out_type(&m, 0), "int8[n,4]");
-        let (m, _) = run_one(13, "QuantizeLinear", &[f32_in(&["n"]), In::Const(Tensor::scalar(0.1f32))], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "QuantizeLinear",
+            &[f32_in(&["n"]), In::Const(Tensor::scalar(0.1f32))],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "uint8[n]");
         let (m, _) = run_one(
             19,
             "DequantizeLinear",
-            &[typed_in(DataType::Int8, &["n"]), typed_in(DataType::Float16, &[])],
+            &[
+                typed_in(DataType::Int8, &["n"]),
+                typed_in(DataType::Float16, &[]),
+            ],
             &[],
             1,
         );

@@ -73,7 +73,13 @@ mod tests {
 
     #[test]
     fn keepdims_both_ways_attr_and_input_axes() {
-        let (m, _) = run_one(13, "ReduceMean", &[f32_in(&["b", "s", "768"])], &[("axes", ints(&[-1]))], 1);
+        let (m, _) = run_one(
+            13,
+            "ReduceMean",
+            &[f32_in(&["b", "s", "768"])],
+            &[("axes", ints(&[-1]))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[b,s,1]");
         let (m, _) = run_one(
             13,
@@ -83,15 +89,45 @@ mod tests {
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[b,768]");
-        let (m, _) = run_one(18, "ReduceMean", &[f32_in(&["b", "s", "768"]), ints_in(&[-1])], &[], 1);
+        let (m, _) = run_one(
+            18,
+            "ReduceMean",
+            &[f32_in(&["b", "s", "768"]), ints_in(&[-1])],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[b,s,1]");
-        let (m, _) = run_one(13, "ReduceSum", &[f32_in(&["b", "s"]), ints_in(&[0])], &[("keepdims", int(0))], 1);
+        let (m, _) = run_one(
+            13,
+            "ReduceSum",
+            &[f32_in(&["b", "s"]), ints_in(&[0])],
+            &[("keepdims", int(0))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[s]");
-        let (m, _) = run_one(11, "ReduceSum", &[f32_in(&["b", "s"])], &[("keepdims", int(0))], 1);
+        let (m, _) = run_one(
+            11,
+            "ReduceSum",
+            &[f32_in(&["b", "s"])],
+            &[("keepdims", int(0))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[]");
-        let (m, _) = run_one(13, "ReduceSum", &[f32_in(&["b", "s"])], &[("noop_with_empty_axes", int(1))], 1);
+        let (m, _) = run_one(
+            13,
+            "ReduceSum",
+            &[f32_in(&["b", "s"])],
+            &[("noop_with_empty_axes", int(1))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[b,s]");
-        let (m, _) = run_one(13, "ArgMax", &[f32_in(&["b", "s"])], &[("axis", int(1)), ("keepdims", int(0))], 1);
+        let (m, _) = run_one(
+            13,
+            "ArgMax",
+            &[f32_in(&["b", "s"])],
+            &[("axis", int(1)), ("keepdims", int(0))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "int64[b]");
     }
 }

@@ -15,7 +15,11 @@ pub fn resize(ctx: &Ctx) -> Option<Vec<Ty>> {
     };
     let rank = shape.len();
     let upsample = ctx.node.op_type() == "Upsample";
-    let (scales_slot, sizes_slot) = if upsample || ctx.opset < 11 { (1, None) } else { (2, Some(3)) };
+    let (scales_slot, sizes_slot) = if upsample || ctx.opset < 11 {
+        (1, None)
+    } else {
+        (2, Some(3))
+    };
     let axes: Vec<usize> = match ctx.attr_ints("axes") {
         Some(a) if ctx.opset >= 18 && !upsample => a
             .iter()
@@ -23,17 +27,24 @@ pub fn resize(ctx: &Ctx) -> Option<Vec<Ty>> {
             .collect::<Option<Vec<usize>>>()?,
         _ => (0..rank).collect(),
     };
-    let stretch = ctx.attr_str("keep_aspect_ratio_policy").unwrap_or("stretch") == "stretch";
+    let stretch = ctx
+        .attr_str("keep_aspect_ratio_policy")
+        .unwrap_or("stretch")
+        == "stretch";
     let mut out = shape.to_vec();
     let sizes = sizes_slot.filter(|&s| ctx.has(s)).map(|s| ctx.ints(s));
     let scales: Option<Option<Vec<f64>>> = if upsample && ctx.opset < 9 {
-        Some(ctx.attr_floats("scales").map(|v| v.iter().map(|&x| x as f64).collect()))
+        Some(
+            ctx.attr_floats("scales")
+                .map(|v| v.iter().map(|&x| x as f64).collect()),
+        )
     } else if ctx.has(scales_slot) {
         Some(ctx.floats(scales_slot))
     } else {
         None
     };
-    let given_sizes = matches!(&sizes, Some(Some(v)) if !v.is_empty()) || matches!(sizes, Some(None));
+    let given_sizes =
+        matches!(&sizes, Some(Some(v)) if !v.is_empty()) || matches!(sizes, Some(None));
     if given_sizes {
         match sizes.flatten() {
             Some(v) if v.len() == axes.len() && stretch => {
@@ -83,18 +94,35 @@ mod tests {
     #[test]
     fn resize_by_scales_and_sizes() {
         let scales = In::Const(Tensor::from_vec(vec![4], vec![1.0f32, 1.0, 2.0, 2.0]).unwrap());
-        let (m, _) = run_one(13, "Resize", &[f32_in(&["n", "3", "8", "9"]), In::Absent, scales], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "Resize",
+            &[f32_in(&["n", "3", "8", "9"]), In::Absent, scales],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[n,3,16,18]");
         let (m, _) = run_one(
             13,
             "Resize",
-            &[f32_in(&["n", "3", "8", "9"]), In::Absent, In::Absent, ints_in(&[1, 3, 5, 5])],
+            &[
+                f32_in(&["n", "3", "8", "9"]),
+                In::Absent,
+                In::Absent,
+                ints_in(&[1, 3, 5, 5]),
+            ],
             &[],
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[1,3,5,5]");
         let scales = In::Const(Tensor::from_vec(vec![4], vec![1.0f32, 1.0, 2.0, 2.0]).unwrap());
-        let (m, _) = run_one(9, "Upsample", &[f32_in(&["1", "3", "4", "h"]), scales], &[], 1);
+        let (m, _) = run_one(
+            9,
+            "Upsample",
+            &[f32_in(&["1", "3", "4", "h"]), scales],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[1,3,8,?]");
     }
 }

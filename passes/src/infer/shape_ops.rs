@@ -18,7 +18,7 @@ pub fn shape_operand(ctx: &Ctx, slot: usize) -> Option<Vec<Dim>> {
         return Some(v.into_iter().map(Dim::Known).collect());
     }
     match ctx.shape(slot)? {
-        [Dim::Known(n)] if *n <= 1 << 16 => Some(vec![Dim::Unknown; *n as usize]),
+        [d] => Some(vec![Dim::Unknown; dims::small_len(d)?]),
         _ => None,
     }
 }
@@ -36,8 +36,9 @@ pub fn reshape(ctx: &Ctx) -> Option<Vec<Ty>> {
     let mut out = Vec::with_capacity(target.len());
     for (i, d) in target.iter().enumerate() {
         out.push(match d {
-            Dim::Known(0) if !allowzero => input
-                .map_or(Dim::Unknown, |s| s.get(i).cloned().unwrap_or(Dim::Unknown)),
+            Dim::Known(0) if !allowzero => {
+                input.map_or(Dim::Unknown, |s| s.get(i).cloned().unwrap_or(Dim::Unknown))
+            }
             Dim::Known(-1) => {
                 if infer_at.replace(i).is_some() {
                     return None;
@@ -100,7 +101,10 @@ pub fn squeeze(ctx: &Ctx) -> Option<Vec<Ty>> {
         }
         (Param::Known(axes), Some(s)) => {
             let axes = dims::axes(&axes, s.len())?;
-            if axes.iter().any(|&a| matches!(s[a], Dim::Known(n) if n != 1)) {
+            if axes
+                .iter()
+                .any(|&a| matches!(s[a], Dim::Known(n) if n != 1))
+            {
                 return None;
             }
             Some(
@@ -136,7 +140,7 @@ pub fn unsqueeze(ctx: &Ctx) -> Option<Vec<Ty>> {
             )
         }
         (Param::Unknown, Some(s)) => match ctx.shape(1) {
-            Some([Dim::Known(k)]) => Some(vec![Dim::Unknown; s.len() + *k as usize]),
+            Some([d]) => Some(vec![Dim::Unknown; s.len() + dims::small_len(d)?]),
             _ => None,
         },
         (Param::Absent, _) => return None,
@@ -244,14 +248,28 @@ fn range_len(ctx: &Ctx) -> Option<i64> {
     let wide = ((limit - start) / delta).ceil().max(0.0);
     if ctx.elem(0) == Some(DataType::Float) {
         // Computed in float32 at run time: use the count only if both precisions agree.
-        let narrow = ((limit as f32 - start as f32) / delta as f32).ceil().max(0.0);
+        let narrow = ((limit as f32 - start as f32) / delta as f32)
+            .ceil()
+            .max(0.0);
         if narrow as f64 != wide {
             return None;
         }
-    } else if !ctx.elem(0).is_some_and(super::ctx::is_integer) && ctx.elem(0) != Some(DataType::Double) {
+    } else if !ctx.elem(0).is_some_and(super::ctx::is_integer)
+        && ctx.elem(0) != Some(DataType::Double)
+    {
         return None;
     }
     (wide < (1u64 << 40) as f64).then_some(wide as i64)
+}
+
+/// Det: the batch dims (all but the last two).
+pub fn det(ctx: &Ctx) -> Option<Vec<Ty>> {
+    let out = match ctx.shape(0) {
+        Some(s) if s.len() >= 2 => Some(s[..s.len() - 2].to_vec()),
+        Some(_) => return None,
+        None => None,
+    };
+    Some(vec![Ty::tensor(ctx.elem(0), out)])
 }
 
 /// DepthToSpace: `[N, C/b², H·b, W·b]`.
@@ -261,9 +279,10 @@ pub fn depth_to_space(ctx: &Ctx) -> Option<Vec<Ty>> {
     let out = s.and_then(|s| match s {
         [n, c, h, w] => Some(vec![
             n.clone(),
-            dims::known(c)
-                .filter(|c| b > 0 && c % (b * b) == 0)
-                .map_or(Dim::Unknown, |c| Dim::Known(c / (b * b))),
+            match (dims::known(c), b.checked_mul(b)) {
+                (Some(c), Some(bb)) if b > 0 && c % bb == 0 => Dim::Known(c / bb),
+                _ => Dim::Unknown,
+            },
             dims::scale(h, b),
             dims::scale(w, b),
         ]),
@@ -280,7 +299,12 @@ pub fn space_to_depth(ctx: &Ctx) -> Option<Vec<Ty>> {
         _ => Dim::Unknown,
     };
     let out = ctx.shape(0).and_then(|s| match s {
-        [n, c, h, w] => Some(vec![n.clone(), dims::scale(c, b * b), div(h), div(w)]),
+        [n, c, h, w] => Some(vec![
+            n.clone(),
+            dims::scale(c, b.checked_mul(b)?),
+            div(h),
+            div(w),
+        ]),
         _ => None,
     });
     Some(vec![Ty::tensor(ctx.elem(0), out)])
@@ -304,7 +328,10 @@ mod tests {
         let (m, _) = run_one(
             13,
             "Reshape",
-            &[f32_in(&["batch", "seq", "12", "64"]), ints_in(&[0, -1, 768])],
+            &[
+                f32_in(&["batch", "seq", "12", "64"]),
+                ints_in(&[0, -1, 768]),
+            ],
             &[],
             1,
         );
@@ -337,15 +364,33 @@ mod tests {
 
     #[test]
     fn squeeze_and_unsqueeze_attr_and_input_forms() {
-        let (m, _) = run_one(11, "Squeeze", &[f32_in(&["1", "n", "1"])], &[("axes", ints(&[0, -1]))], 1);
+        let (m, _) = run_one(
+            11,
+            "Squeeze",
+            &[f32_in(&["1", "n", "1"])],
+            &[("axes", ints(&[0, -1]))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[n]");
-        let (m, _) = run_one(13, "Squeeze", &[f32_in(&["1", "n", "1"]), ints_in(&[0])], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "Squeeze",
+            &[f32_in(&["1", "n", "1"]), ints_in(&[0])],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[n,1]");
         let (m, _) = run_one(13, "Squeeze", &[f32_in(&["1", "n"])], &[], 1);
         assert_eq!(out_type(&m, 0), "float32", "a named dim may be 1");
         let (m, _) = run_one(13, "Squeeze", &[f32_in(&["1", "3", "1"])], &[], 1);
         assert_eq!(out_type(&m, 0), "float32[3]");
-        let (m, _) = run_one(11, "Unsqueeze", &[f32_in(&["n", "3"])], &[("axes", ints(&[0, -1]))], 1);
+        let (m, _) = run_one(
+            11,
+            "Unsqueeze",
+            &[f32_in(&["n", "3"])],
+            &[("axes", ints(&[0, -1]))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[1,n,3,1]");
         let (m, _) = run_one(13, "Unsqueeze", &[f32_in(&["n"]), ints_in(&[1])], &[], 1);
         assert_eq!(out_type(&m, 0), "float32[n,1]");
@@ -355,15 +400,39 @@ mod tests {
     fn flatten_transpose_shape_expand() {
         let (m, _) = run_one(13, "Flatten", &[f32_in(&["n", "3", "4", "5"])], &[], 1);
         assert_eq!(out_type(&m, 0), "float32[n,60]");
-        let (m, _) = run_one(13, "Flatten", &[f32_in(&["n", "3"])], &[("axis", int(0))], 1);
+        let (m, _) = run_one(
+            13,
+            "Flatten",
+            &[f32_in(&["n", "3"])],
+            &[("axis", int(0))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[1,?]");
-        let (m, _) = run_one(13, "Transpose", &[f32_in(&["a", "b", "3"])], &[("perm", ints(&[0, 2, 1]))], 1);
+        let (m, _) = run_one(
+            13,
+            "Transpose",
+            &[f32_in(&["a", "b", "3"])],
+            &[("perm", ints(&[0, 2, 1]))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[a,3,b]");
         let (m, _) = run_one(13, "Transpose", &[f32_in(&["a", "b", "3"])], &[], 1);
         assert_eq!(out_type(&m, 0), "float32[3,b,a]");
-        let (m, _) = run_one(15, "Shape", &[f32_in(&["a", "b", "3"])], &[("start", int(-2))], 1);
+        let (m, _) = run_one(
+            15,
+            "Shape",
+            &[f32_in(&["a", "b", "3"])],
+            &[("start", int(-2))],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "int64[2]");
-        let (m, _) = run_one(13, "Expand", &[f32_in(&["1", "n"]), ints_in(&[4, 1, 1])], &[], 1);
+        let (m, _) = run_one(
+            13,
+            "Expand",
+            &[f32_in(&["1", "n"]), ints_in(&[4, 1, 1])],
+            &[],
+            1,
+        );
         assert_eq!(out_type(&m, 0), "float32[4,1,n]");
     }
 
@@ -373,7 +442,10 @@ mod tests {
             13,
             "ConstantOfShape",
             &[ints_in(&[2, 3])],
-            &[("value", crate::ir::AttrValue::Tensor(Tensor::from_vec(vec![1], vec![1i64]).unwrap()))],
+            &[(
+                "value",
+                crate::ir::AttrValue::Tensor(Tensor::from_vec(vec![1], vec![1i64]).unwrap()),
+            )],
             1,
         );
         assert_eq!(out_type(&m, 0), "int64[2,3]");

@@ -55,15 +55,27 @@ fn declared_types_win_and_conflicts_are_counted() {
     let mut m = model(g, 13);
     let changes = InferShapes.run(&mut m).unwrap();
     m.graph.verify().unwrap();
-    assert_eq!(type_of(&m, "r"), "float32[n,3]", "unknown declared dims are refined");
+    assert_eq!(
+        type_of(&m, "r"),
+        "float32[n,3]",
+        "unknown declared dims are refined"
+    );
     // The output declares 4 where inference says 3: the declaration is kept.
-    assert_eq!(describe_type(m.graph.outputs[0].info.ty.as_ref()), "float32[n,4]");
+    assert_eq!(
+        describe_type(m.graph.outputs[0].info.ty.as_ref()),
+        "float32[n,4]"
+    );
     assert_eq!(changes.get("conflicts"), 1);
     // A graph output gets no value_info entry of its own.
     let y = m.graph.find_value("y").unwrap();
     assert!(m.graph.value_info(y).ty.is_none());
     let proto = m.to_proto();
-    assert!(proto.graph.unwrap().value_info.iter().all(|v| v.name != "y"));
+    assert!(proto
+        .graph
+        .unwrap()
+        .value_info
+        .iter()
+        .all(|v| v.name != "y"));
 }
 
 #[test]
@@ -71,9 +83,16 @@ fn unknown_ops_leave_outputs_unknown_and_downstream_continues() {
     let mut custom = node("Mystery", &["x"], &["u"]);
     custom.domain = "com.example".to_string();
     let g = GraphProto {
-        node: vec![custom, node("Relu", &["u"], &["r"]), node("Shape", &["u"], &["s"])],
+        node: vec![
+            custom,
+            node("Relu", &["u"], &["r"]),
+            node("Shape", &["u"], &["s"]),
+        ],
         input: vec![vi("x", DataType::Float, &["2"])],
-        output: vec![vi("r", DataType::Float, &[]), vi("s", DataType::Int64, &["?"])],
+        output: vec![
+            vi("r", DataType::Float, &[]),
+            vi("s", DataType::Int64, &["?"]),
+        ],
         ..GraphProto::default()
     };
     let mut m = model(g, 13);
@@ -81,7 +100,10 @@ fn unknown_ops_leave_outputs_unknown_and_downstream_continues() {
     m.graph.verify().unwrap();
     assert_eq!(type_of(&m, "u"), "?");
     assert_eq!(changes.get("conflicts"), 0);
-    assert_eq!(describe_type(m.graph.outputs[1].info.ty.as_ref()), "int64[?]");
+    assert_eq!(
+        describe_type(m.graph.outputs[1].info.ty.as_ref()),
+        "int64[?]"
+    );
 }
 
 #[test]
@@ -123,7 +145,10 @@ fn if_branches_merge_and_bodies_see_outer_types() {
         ..GraphProto::default()
     };
     let mut if_node = node("If", &["c"], &["y"]);
-    if_node.attribute = vec![graph_attr("then_branch", then_g), graph_attr("else_branch", else_g)];
+    if_node.attribute = vec![
+        graph_attr("then_branch", then_g),
+        graph_attr("else_branch", else_g),
+    ];
     let g = GraphProto {
         node: vec![if_node, node("Neg", &["y"], &["z"])],
         input: vec![
@@ -140,7 +165,10 @@ fn if_branches_merge_and_bodies_see_outer_types() {
     let if_idx = m.graph.find_value("y").unwrap().node;
     let then_body = m.graph[if_idx].subgraphs().next().unwrap();
     let t = then_body.outputs[0].value;
-    assert_eq!(describe_type(then_body.outputs[0].info.ty.as_ref()), "float32[n,3]");
+    assert_eq!(
+        describe_type(then_body.outputs[0].info.ty.as_ref()),
+        "float32[n,3]"
+    );
     assert!(then_body.value_info(t).ty.is_none());
 }
 
@@ -204,17 +232,25 @@ fn loop_outputs_get_element_types() {
     InferShapes.run(&mut m).unwrap();
     m.graph.verify().unwrap();
     // The carried value may change shape between iterations: only its type is known.
-    assert_eq!(describe_type(m.graph.outputs[0].info.ty.as_ref()), "float32");
-    assert_eq!(describe_type(m.graph.outputs[1].info.ty.as_ref()), "float32[?]");
+    assert_eq!(
+        describe_type(m.graph.outputs[0].info.ty.as_ref()),
+        "float32"
+    );
+    assert_eq!(
+        describe_type(m.graph.outputs[1].info.ty.as_ref()),
+        "float32[?]"
+    );
 }
 
 #[test]
 fn outer_values_in_hand_built_bodies_resolve() {
     // A graph output that is a graph input: nothing to infer, nothing breaks.
     let mut m = Model::new(13);
-    let x = m
-        .graph
-        .add_node(Node::input(ValueInfo::tensor("x", DataType::Float, &[Dim::Known(1)])));
+    let x = m.graph.add_node(Node::input(ValueInfo::tensor(
+        "x",
+        DataType::Float,
+        &[Dim::Known(1)],
+    )));
     m.graph.outputs.push(GraphOutput {
         value: ValueRef::new(x, 0),
         info: ValueInfo::new("x"),
@@ -222,4 +258,42 @@ fn outer_values_in_hand_built_bodies_resolve() {
     let changes = InferShapes.run(&mut m).unwrap();
     m.graph.verify().unwrap();
     assert!(changes.is_empty());
+}
+
+#[test]
+fn listed_initializers_are_constants_only_before_ir_4() {
+    use kiln_proto::onnx::TensorProto;
+    let shape = TensorProto {
+        name: "shape".into(),
+        dims: vec![2],
+        data_type: DataType::Int64.onnx(),
+        int64_data: vec![2, 3],
+        ..TensorProto::default()
+    };
+    for (ir, expected) in [(3, "float32[2,3]"), (8, "float32[?,?]")] {
+        let g = GraphProto {
+            node: vec![
+                node("ConstantOfShape", &["shape"], &["w"]),
+                node("Relu", &["w"], &["y"]),
+            ],
+            input: vec![vi("shape", DataType::Int64, &["2"])],
+            initializer: vec![shape.clone()],
+            output: vec![vi("y", DataType::Float, &[])],
+            ..GraphProto::default()
+        };
+        let p = ModelProto {
+            ir_version: ir,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(g),
+            ..ModelProto::default()
+        };
+        let mut m = Model::from_proto(&p).unwrap();
+        InferShapes.run(&mut m).unwrap();
+        m.graph.verify().unwrap();
+        // Before IR 4 every initializer is listed and cannot be overridden: its value counts.
+        assert_eq!(type_of(&m, "w"), expected, "IR {ir}");
+    }
 }

@@ -73,16 +73,14 @@ impl Ty {
                 elem: DataType::from_onnx(t.elem_type),
                 shape: t.shape.as_ref().map(dims_from_proto),
             }),
-            Some(type_proto::Value::SequenceType(s)) => match s
-                .elem_type
-                .as_deref()
-                .and_then(|e| e.value.as_ref())
-            {
-                Some(type_proto::Value::TensorType(t)) => {
-                    Ty::Seq(DataType::from_onnx(t.elem_type))
+            Some(type_proto::Value::SequenceType(s)) => {
+                match s.elem_type.as_deref().and_then(|e| e.value.as_ref()) {
+                    Some(type_proto::Value::TensorType(t)) => {
+                        Ty::Seq(DataType::from_onnx(t.elem_type))
+                    }
+                    _ => Ty::Other(tp.clone()),
                 }
-                _ => Ty::Other(tp.clone()),
-            },
+            }
             Some(_) => Ty::Other(tp.clone()),
         }
     }
@@ -237,12 +235,18 @@ mod tests {
     #[test]
     fn declared_wins_and_unknown_dims_are_refined() {
         let declared = Ty::known(DataType::Float, vec![sym("N"), Dim::Unknown, Dim::Known(4)]);
-        let inferred = Ty::known(DataType::Float, vec![Dim::Known(2), Dim::Known(3), Dim::Known(4)]);
+        let inferred = Ty::known(
+            DataType::Float,
+            vec![Dim::Known(2), Dim::Known(3), Dim::Known(4)],
+        );
         let m = merge(&declared, &inferred);
         assert!(!m.conflict);
         assert_eq!(
             m.ty,
-            Ty::known(DataType::Float, vec![sym("N"), Dim::Known(3), Dim::Known(4)])
+            Ty::known(
+                DataType::Float,
+                vec![sym("N"), Dim::Known(3), Dim::Known(4)]
+            )
         );
     }
 
@@ -263,7 +267,10 @@ mod tests {
 
     #[test]
     fn proto_round_trip_and_untyped_tensors_are_not_written() {
-        let t = Ty::known(DataType::Int64, vec![sym("batch"), Dim::Unknown, Dim::Known(3)]);
+        let t = Ty::known(
+            DataType::Int64,
+            vec![sym("batch"), Dim::Unknown, Dim::Known(3)],
+        );
         assert_eq!(Ty::from_proto(t.to_proto().as_ref()), t);
         let s = Ty::Seq(Some(DataType::Float));
         assert_eq!(Ty::from_proto(s.to_proto().as_ref()), s);
