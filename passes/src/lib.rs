@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod eval;
 pub mod fold;
 pub mod fuse;
+pub mod infer;
 pub mod ir;
 pub mod opset;
 pub mod pipeline;

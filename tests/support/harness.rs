@@ -328,7 +328,7 @@ pub fn check_case(case: &Case, tol: Tolerance, transform: &Transform<'_>) -> Ver
 }
 
 /// Inputs and reference outputs of one data set.
-fn read_set(
+pub fn read_set(
     data: &CaseData,
     session: &Session,
     in_specs: &[IoSpec],

@@ -8,7 +8,7 @@ pub mod testdata;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use harness::{check_cases, Case, CaseData, Report, TransformError, Verdict};
+pub use harness::{check_cases, read_set, Case, CaseData, Report, TransformError, Verdict};
 pub use testdata::{backend_cases, model_cases, onnx_test_data, BACKEND_FOLDERS};
 
 /// The repository's root folder.
