@@ -22,6 +22,14 @@ pub enum CliError {
         /// What is wrong with the graph (boxed: graph errors carry names and are large).
         source: Box<IrError>,
     },
+    /// The optimization pipeline refused the options or failed on the model.
+    #[error("{path}: {source}")]
+    Optimize {
+        /// The model file.
+        path: PathBuf,
+        /// What went wrong (boxed: pass errors carry graph errors, which are large).
+        source: Box<kiln_passes::optimize::OptimizeError>,
+    },
     /// A tensor file could not be read or written.
     #[error(transparent)]
     TensorFile(#[from] TensorFileError),

@@ -35,3 +35,20 @@ pub fn create_parent(output: &Path) -> Result<(), CliError> {
         _ => Ok(()),
     }
 }
+
+/// Writes a small text file (a report) atomically: a temporary file beside it, then a rename.
+pub fn write_text(path: &Path, text: &str) -> Result<(), CliError> {
+    create_parent(path)?;
+    let io = |source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}

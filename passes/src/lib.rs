@@ -7,5 +7,6 @@ pub mod fuse;
 pub mod infer;
 pub mod ir;
 pub mod opset;
+pub mod optimize;
 pub mod pipeline;
 pub mod tensor;

@@ -2,6 +2,7 @@
 
 mod convert;
 mod inspect;
+mod optimize;
 mod run;
 
 use clap::Subcommand;
@@ -17,6 +18,8 @@ pub enum Command {
     Run(run::Args),
     /// Re-save a model through Kiln's graph, embedding or externalizing its weights.
     Convert(convert::Args),
+    /// Fold, clean up and fuse a model (the rewrites every target needs), and save it.
+    Optimize(optimize::Args),
 }
 
 /// How a command that did not fail ended.
@@ -43,5 +46,6 @@ pub fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Inspect(args) => inspect::run(args),
         Command::Run(args) => run::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::Optimize(args) => optimize::run(args),
     }
 }

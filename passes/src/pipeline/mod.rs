@@ -71,6 +71,12 @@ impl Pipeline {
         self
     }
 
+    /// Adds an already boxed pass that runs once.
+    pub fn then_boxed(mut self, pass: Box<dyn Pass>) -> Pipeline {
+        self.steps.push(Step::Once(pass));
+        self
+    }
+
     /// Adds a group of passes repeated, in order, until a round changes nothing.
     pub fn until_fixed_point(mut self, passes: Vec<Box<dyn Pass>>) -> Pipeline {
         self.steps.push(Step::FixedPoint(passes));

@@ -1,0 +1,163 @@
+//! `kiln optimize MODEL -o OUT [--passes a,b | --disable x] [--report FILE]`: the rewrites
+//! every target needs before quantization, run on their own.
+
+use std::path::PathBuf;
+
+use kiln_passes::optimize::{optimize, OptimizeOptions, OptimizeReport};
+use kiln_proto::{ExternalData, SaveOptions, DEFAULT_SIZE_THRESHOLD};
+use serde_json::json;
+
+use super::Outcome;
+use crate::error::CliError;
+use crate::model_file;
+use crate::render;
+
+/// Arguments of `kiln optimize`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The model to optimize.
+    model: PathBuf,
+    /// Where to write the optimized model.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Run only these passes (comma-separated; they run in pipeline order). Passes:
+    /// infer-shapes, fold-constants, remove-identity, remove-noop, cancel-transposes,
+    /// dedup-constants, cse, dead-code, upgrade-opset, fuse-conv-bn, fuse-matmul-add,
+    /// fold-bias, fuse-layernorm, fuse-gelu, note-activations, note-silu, find-attention.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "disable",
+        value_name = "PASSES"
+    )]
+    passes: Option<Vec<String>>,
+    /// Skip these passes (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "PASSES")]
+    disable: Vec<String>,
+    /// Upgrade the default-domain opset to N (never downgrades).
+    #[arg(long, value_name = "N", conflicts_with = "keep_opset")]
+    target_opset: Option<i64>,
+    /// Never change the opset (by default Kiln upgrades when that lets a fusion fire).
+    #[arg(long)]
+    keep_opset: bool,
+    /// Allow ONNX Runtime's com.microsoft operators (e.g. Gelu below opset 20).
+    #[arg(long)]
+    allow_contrib: bool,
+    /// Largest tensor, in elements, that constant folding may create.
+    #[arg(long, value_name = "ELEMENTS")]
+    fold_limit: Option<usize>,
+    /// Write a JSON report of every pass's changes here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Store weights in a data file beside the output.
+    #[arg(long)]
+    external_data: bool,
+    /// With --external-data: tensors of at least this many bytes go to the data file.
+    #[arg(long, requires = "external_data", value_name = "BYTES", default_value_t = DEFAULT_SIZE_THRESHOLD)]
+    size_threshold: u64,
+}
+
+/// Loads, optimizes, saves, and prints what each pass changed.
+pub fn run(args: Args) -> Result<Outcome, CliError> {
+    let mut file = model_file::open(&args.model)?;
+    let opts = OptimizeOptions {
+        only: args.passes.clone(),
+        disable: args.disable.clone(),
+        target_opset: args.target_opset,
+        keep_opset: args.keep_opset,
+        allow_contrib: args.allow_contrib,
+        fold_limit: args.fold_limit,
+    };
+    let report = optimize(&mut file.model, &opts).map_err(|e| CliError::Optimize {
+        path: args.model.clone(),
+        source: Box::new(e),
+    })?;
+    let proto = file.model.to_proto();
+    let external = if args.external_data {
+        ExternalData::External {
+            location: None,
+            size_threshold: args.size_threshold,
+        }
+    } else {
+        ExternalData::Embed
+    };
+    model_file::create_parent(&args.output)?;
+    let saved = kiln_proto::save_loaded(
+        &file.loaded,
+        &proto,
+        &args.output,
+        &SaveOptions { external },
+    )?;
+    for w in &saved.warnings {
+        eprintln!("kiln: warning: {w}");
+    }
+    print!("{}", text(&report));
+    println!(
+        "wrote {} ({})",
+        saved.model_path.display(),
+        render::bytes(saved.model_bytes + saved.data_bytes)
+    );
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report_json(&report, &args)).unwrap_or_default();
+        model_file::write_text(path, &json)?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// The terminal summary: the opset decision, then one row per pass that ran.
+fn text(r: &OptimizeReport) -> String {
+    let mut out = String::new();
+    if r.opset.after != r.opset.before {
+        out.push_str(&format!(
+            "opset {} → {} ({})\n",
+            r.opset.before, r.opset.after, r.opset.reason
+        ));
+    } else {
+        out.push_str(&format!(
+            "opset {} kept ({})\n",
+            r.opset.before, r.opset.reason
+        ));
+    }
+    let mut rows = vec![vec![
+        "pass".to_string(),
+        "nodes".to_string(),
+        "changes".to_string(),
+    ]];
+    for rec in &r.records {
+        rows.push(vec![
+            rec.pass.to_string(),
+            format!("{} → {}", rec.nodes_before, rec.nodes_after),
+            rec.changes.to_string(),
+        ]);
+    }
+    out.push_str(&render::table(&rows));
+    out.push_str(&format!("nodes {} → {}\n", r.nodes_before, r.nodes_after));
+    out
+}
+
+fn report_json(r: &OptimizeReport, args: &Args) -> serde_json::Value {
+    let passes: Vec<serde_json::Value> = r
+        .records
+        .iter()
+        .map(|rec| {
+            let changes: serde_json::Map<String, serde_json::Value> = rec
+                .changes
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            json!({
+                "pass": rec.pass,
+                "nodes_before": rec.nodes_before,
+                "nodes_after": rec.nodes_after,
+                "changes": changes,
+            })
+        })
+        .collect();
+    json!({
+        "model": args.model,
+        "output": args.output,
+        "opset": {"before": r.opset.before, "after": r.opset.after, "reason": r.opset.reason},
+        "nodes": {"before": r.nodes_before, "after": r.nodes_after},
+        "passes": passes,
+    })
+}
