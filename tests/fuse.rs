@@ -67,7 +67,7 @@ fn a_int(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
-        i,
+        i: Some(i),
         ..AttributeProto::default()
     }
 }
@@ -85,7 +85,7 @@ fn a_float(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Float as i32,
-        f,
+        f: Some(f),
         ..AttributeProto::default()
     }
 }

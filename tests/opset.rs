@@ -119,10 +119,13 @@ mod built {
             ..AttributeProto::default()
         };
         match a {
-            A::I(i) => (p.i, p.r#type) = (i, AttributeType::Int as i32),
-            A::F(f) => (p.f, p.r#type) = (f, AttributeType::Float as i32),
+            A::I(i) => (p.i, p.r#type) = (Some(i), AttributeType::Int as i32),
+            A::F(f) => (p.f, p.r#type) = (Some(f), AttributeType::Float as i32),
             A::S(s) => {
-                (p.s, p.r#type) = (s.as_bytes().to_vec().into(), AttributeType::String as i32)
+                (p.s, p.r#type) = (
+                    Some(s.as_bytes().to_vec().into()),
+                    AttributeType::String as i32,
+                )
             }
             A::Is(v) => (p.ints, p.r#type) = (v, AttributeType::Ints as i32),
             A::Fs(v) => (p.floats, p.r#type) = (v, AttributeType::Floats as i32),

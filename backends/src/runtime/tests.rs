@@ -79,7 +79,7 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
-        i,
+        i: Some(i),
         ..AttributeProto::default()
     }
 }

@@ -201,10 +201,10 @@ fn loop_outputs_get_element_types() {
     let mut cast_attr = AttributeProto {
         name: "to".into(),
         r#type: AttributeType::Int as i32,
-        i: 1,
+        i: Some(1),
         ..AttributeProto::default()
     };
-    cast_attr.i = DataType::Float.onnx() as i64;
+    cast_attr.i = Some(DataType::Float.onnx() as i64);
     let mut body = body;
     body.node[2].attribute = vec![cast_attr];
     let mut lp = node("Loop", &["m", "", "acc0"], &["acc", "scans"]);

@@ -122,6 +122,9 @@ pub struct AttrSource {
     /// The `type` field was unset (old exporters) and this type was inferred from the field
     /// set; saving leaves `type` unset again while the value still has that type.
     pub(crate) untyped: Option<AttributeType>,
+    /// A FLOAT / INT / STRING attribute whose value field was absent (read as the zero
+    /// value); saving leaves it absent again while the value is still zero.
+    pub(crate) scalar_absent: bool,
     /// For TENSOR / TENSORS, each tensor as stored.
     pub(crate) tensors: Vec<TensorSource>,
 }

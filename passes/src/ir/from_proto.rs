@@ -403,18 +403,18 @@ fn constant_op(np: &NodeProto, label: &str) -> Result<Option<Node>, IrError> {
             Some(t) => (Tensor::from_proto(t).map_err(err)?, TensorSource::of(t)),
             None => return Ok(None),
         },
-        ConstantAttr::ValueFloat => (Tensor::scalar(a.f), TensorSource::none()),
+        ConstantAttr::ValueFloat => (Tensor::scalar(a.f.unwrap_or(0.0)), TensorSource::none()),
         ConstantAttr::ValueFloats => (
             Tensor::from_vec(vec![a.floats.len()], a.floats.clone()).map_err(err)?,
             TensorSource::none(),
         ),
-        ConstantAttr::ValueInt => (Tensor::scalar(a.i), TensorSource::none()),
+        ConstantAttr::ValueInt => (Tensor::scalar(a.i.unwrap_or(0)), TensorSource::none()),
         ConstantAttr::ValueInts => (
             Tensor::from_vec(vec![a.ints.len()], a.ints.clone()).map_err(err)?,
             TensorSource::none(),
         ),
         ConstantAttr::ValueString => (
-            Tensor::from_strings(Vec::new(), vec![a.s.clone()]).map_err(err)?,
+            Tensor::from_strings(Vec::new(), vec![a.s.clone().unwrap_or_default()]).map_err(err)?,
             TensorSource::none(),
         ),
         ConstantAttr::ValueStrings => (
@@ -466,11 +466,11 @@ fn infer_type(a: &AttributeProto) -> Option<AttributeType> {
         AttributeType::Ints
     } else if !a.strings.is_empty() {
         AttributeType::Strings
-    } else if !a.s.is_empty() {
+    } else if a.s.is_some() {
         AttributeType::String
-    } else if a.i != 0 {
+    } else if a.i.is_some() {
         AttributeType::Int
-    } else if a.f != 0.0 {
+    } else if a.f.is_some() {
         AttributeType::Float
     } else {
         return None;
@@ -525,9 +525,18 @@ fn attribute_from_proto<'a>(
     };
     let value = match ty {
         AttributeType::Undefined => return Err(unknown()),
-        AttributeType::Float => AttrValue::Float(a.f),
-        AttributeType::Int => AttrValue::Int(a.i),
-        AttributeType::String => AttrValue::String(a.s.clone()),
+        AttributeType::Float => {
+            source.scalar_absent = a.f.is_none();
+            AttrValue::Float(a.f.unwrap_or(0.0))
+        }
+        AttributeType::Int => {
+            source.scalar_absent = a.i.is_none();
+            AttrValue::Int(a.i.unwrap_or(0))
+        }
+        AttributeType::String => {
+            source.scalar_absent = a.s.is_none();
+            AttrValue::String(a.s.clone().unwrap_or_default())
+        }
         AttributeType::Tensor => {
             let t = a.t.as_ref().ok_or_else(|| missing("TENSOR"))?;
             source.tensors.push(TensorSource::of(t));
@@ -582,7 +591,7 @@ fn same_attr(x: &AttributeProto, y: &AttributeProto) -> bool {
         && x.ref_attr_name == y.ref_attr_name
         && x.doc_string == y.doc_string
         && x.r#type == y.r#type
-        && x.f.to_bits() == y.f.to_bits()
+        && x.f.map(f32::to_bits) == y.f.map(f32::to_bits)
         && x.i == y.i
         && x.s == y.s
         && tensors_same

@@ -48,7 +48,7 @@ fn attr_int(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.to_string(),
         r#type: AttributeType::Int as i32,
-        i,
+        i: Some(i),
         ..AttributeProto::default()
     }
 }
@@ -157,7 +157,7 @@ fn constant_op_weights_round_trip_in_their_form() {
     c3.attribute.push(AttributeProto {
         name: "value_float".to_string(),
         r#type: AttributeType::Float as i32,
-        f: 0.5,
+        f: Some(0.5),
         doc_string: "alpha".to_string(),
         ..AttributeProto::default()
     });
@@ -213,7 +213,7 @@ fn nan_constants_are_still_constant_ops() {
     c.attribute.push(AttributeProto {
         name: "value_float".to_string(),
         r#type: AttributeType::Float as i32,
-        f: f32::NAN,
+        f: Some(f32::NAN),
         ..AttributeProto::default()
     });
     let g = GraphProto {
@@ -227,8 +227,8 @@ fn nan_constants_are_still_constant_ops() {
     let out = m.to_proto();
     let a = &out.graph.unwrap().node[0].attribute[0];
     assert_eq!(
-        (a.name.as_str(), a.f.to_bits()),
-        ("value_float", f32::NAN.to_bits())
+        (a.name.as_str(), a.f.map(f32::to_bits)),
+        ("value_float", Some(f32::NAN.to_bits()))
     );
 }
 
@@ -508,7 +508,7 @@ fn metadata_docs_functions_and_untyped_attributes_round_trip() {
     // An old exporter's attribute with no `type`.
     g.node[0].attribute.push(AttributeProto {
         name: "group".to_string(),
-        i: 1,
+        i: Some(1),
         ..AttributeProto::default()
     });
     g.node[0].attribute.push(AttributeProto {
@@ -806,4 +806,32 @@ fn sparse_initializers_are_producers_and_round_trip() {
         }
     ));
     assert_eq!(m.graph.graph_inputs[1], sp.node);
+}
+
+#[test]
+fn explicit_zero_scalars_keep_their_presence_and_absent_ones_stay_absent() {
+    use kiln_proto::onnx::AttributeProto;
+    let attr = |i: Option<i64>| AttributeProto {
+        name: "axis".into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..AttributeProto::default()
+    };
+    for i in [Some(0), None, Some(2)] {
+        let mut g = conv_relu();
+        g.node[1].attribute.push(attr(i));
+        let m = Model::from_proto(&model(g)).unwrap();
+        // Through the IR and through the wire: proto2 readers must see `axis: 0` as set.
+        let bytes = kiln_proto::encode_model(&m.to_proto()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let back = kiln_proto::decode_model(bytes.into(), &dir.path().join("m.onnx"))
+            .unwrap()
+            .model;
+        let a = back.graph.unwrap().node[1]
+            .attribute
+            .last()
+            .cloned()
+            .unwrap();
+        assert_eq!(a.i, i);
+    }
 }

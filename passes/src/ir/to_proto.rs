@@ -194,7 +194,7 @@ pub(crate) fn constant_attr_proto(
     match attr {
         ConstantAttr::ValueFloat if dtype == DataType::Float && rank == 0 => {
             if let Some(&f) = value.to_vec::<f32>().ok().as_ref().and_then(|v| v.first()) {
-                a.f = f;
+                a.f = Some(f);
                 a.r#type = AttributeType::Float as i32;
                 return a;
             }
@@ -208,7 +208,7 @@ pub(crate) fn constant_attr_proto(
         }
         ConstantAttr::ValueInt if dtype == DataType::Int64 && rank == 0 => {
             if let Some(&i) = value.to_vec::<i64>().ok().as_ref().and_then(|v| v.first()) {
-                a.i = i;
+                a.i = Some(i);
                 a.r#type = AttributeType::Int as i32;
                 return a;
             }
@@ -222,7 +222,7 @@ pub(crate) fn constant_attr_proto(
         }
         ConstantAttr::ValueString if rank == 0 => {
             if let Some(s) = value.strings().and_then(|s| s.first()) {
-                a.s = s.clone();
+                a.s = Some(s.clone());
                 a.r#type = AttributeType::String as i32;
                 return a;
             }
@@ -258,10 +258,11 @@ pub(crate) fn attribute_to_proto(a: &Attribute) -> AttributeProto {
     };
     let none = TensorSource::none();
     let src = |i: usize| a.source.tensors.get(i).unwrap_or(&none);
+    let absent = a.source.scalar_absent;
     match &a.value {
-        AttrValue::Float(f) => p.f = *f,
-        AttrValue::Int(i) => p.i = *i,
-        AttrValue::String(s) => p.s = s.clone(),
+        AttrValue::Float(f) => p.f = (!(absent && *f == 0.0)).then_some(*f),
+        AttrValue::Int(i) => p.i = (!(absent && *i == 0)).then_some(*i),
+        AttrValue::String(s) => p.s = (!(absent && s.is_empty())).then(|| s.clone()),
         AttrValue::Tensor(t) => p.t = Some(tensor_to_proto(t, src(0), src(0).name())),
         AttrValue::Graph(g) => p.g = Some(graph_to_proto(g)),
         AttrValue::SparseTensor(s) => p.sparse_tensor = Some((**s).clone()),
