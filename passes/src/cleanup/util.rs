@@ -57,18 +57,9 @@ pub(crate) fn each_graph(
     f: &mut dyn FnMut(&mut Graph) -> Result<Changes, PassError>,
 ) -> Result<Changes, PassError> {
     let mut changes = Changes::none();
-    let owners: Vec<_> = graph
-        .nodes()
-        .filter(|(_, n)| n.subgraphs().next().is_some())
-        .map(|(i, _)| i)
-        .collect();
-    for owner in owners {
-        if let Some(node) = graph.node_mut(owner) {
-            for body in node.subgraphs_mut() {
-                changes.merge(&each_graph(body, f)?);
-            }
-        }
-    }
-    changes.merge(&f(graph)?);
+    graph.try_for_each_graph_mut::<PassError>(&mut |g| {
+        changes.merge(&f(g)?);
+        Ok(())
+    })?;
     Ok(changes)
 }

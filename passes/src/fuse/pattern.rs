@@ -298,19 +298,11 @@ pub fn each_graph(
     f: &mut dyn FnMut(&mut Graph) -> Result<usize, PassError>,
 ) -> Result<usize, PassError> {
     let mut n = 0;
-    let owners: Vec<NodeIndex> = g
-        .nodes()
-        .filter(|(_, node)| node.subgraphs().next().is_some())
-        .map(|(i, _)| i)
-        .collect();
-    for owner in owners {
-        if let Some(node) = g.node_mut(owner) {
-            for body in node.subgraphs_mut() {
-                n += each_graph(body, f)?;
-            }
-        }
-    }
-    Ok(n + f(g)?)
+    g.try_for_each_graph_mut::<PassError>(&mut |g| {
+        n += f(g)?;
+        Ok(())
+    })?;
+    Ok(n)
 }
 
 /// The operators of `g` in topological order (a snapshot; matchers skip removed nodes).

@@ -50,6 +50,7 @@ mod stats;
 mod to_proto;
 mod value;
 mod verify;
+mod walk;
 
 #[cfg(test)]
 mod tests;
