@@ -32,7 +32,8 @@ pub struct PassRecord {
     pub changes: Changes,
     /// Operator count of the main graph before the pass first ran.
     pub nodes_before: usize,
-    /// Operator count after it last ran.
+    /// `nodes_before` changed by what this pass added and removed (over every round of a
+    /// fixed-point group; the other passes' effects in between are not counted).
     pub nodes_after: usize,
 }
 
@@ -116,9 +117,12 @@ impl Pipeline {
                             if round == 0 {
                                 records.push(rec);
                             } else {
+                                // Each pass's own effect, summed over rounds: the
+                                // other passes' changes in between are not its doing.
                                 let merged = &mut records[first + i];
                                 merged.changes.merge(&rec.changes);
-                                merged.nodes_after = rec.nodes_after;
+                                merged.nodes_after = (merged.nodes_after + rec.nodes_after)
+                                    .saturating_sub(rec.nodes_before);
                             }
                         }
                         // A rewrite that keeps undoing another would loop forever; the cap

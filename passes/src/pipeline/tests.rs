@@ -68,3 +68,54 @@ fn changes_display() {
     c.add("ignored", 0);
     assert_eq!(c.to_string(), "1 folded, 2 removed");
 }
+
+/// Removes the last Identity before the graph output, if any.
+struct ShrinkOne;
+
+impl Pass for ShrinkOne {
+    fn name(&self) -> &'static str {
+        "shrink"
+    }
+    fn run(&self, model: &mut Model) -> Result<Changes, PassError> {
+        let mut changes = Changes::none();
+        let out = model.graph.outputs[0].value;
+        if model.graph[out.node].op_type() == "Identity" {
+            if let Some(src) = model.graph.input(out.node, 0) {
+                model.graph.outputs[0].value = src;
+                model.graph.remove_node(out.node);
+                changes.add("removed", 1);
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// Reports nothing and changes nothing.
+struct Idle;
+
+impl Pass for Idle {
+    fn name(&self) -> &'static str {
+        "idle"
+    }
+    fn run(&self, _: &mut Model) -> Result<Changes, PassError> {
+        Ok(Changes::none())
+    }
+}
+
+#[test]
+fn fixed_point_node_counts_are_each_passes_own() {
+    let mut model = tiny_model();
+    Pipeline::new()
+        .until_fixed_point(vec![Box::new(GrowUntil(4))])
+        .run(&mut model)
+        .unwrap();
+    let records = Pipeline::new()
+        .verify_each(true)
+        .until_fixed_point(vec![Box::new(ShrinkOne), Box::new(Idle)])
+        .run(&mut model)
+        .unwrap();
+    // shrink removes one Identity per round; idle, running between, must not be credited.
+    assert_eq!((records[0].nodes_before, records[0].nodes_after), (4, 0));
+    assert_eq!(records[0].changes.get("removed"), 4);
+    assert_eq!(records[1].nodes_before, records[1].nodes_after);
+}
