@@ -46,6 +46,10 @@ pub struct Args {
     /// Largest tensor, in elements, that constant folding may create.
     #[arg(long, value_name = "ELEMENTS")]
     fold_limit: Option<usize>,
+    /// Fix graph input shapes before optimizing, so every shape computation folds
+    /// (repeatable; several may follow one flag): NAME:D1,D2,... e.g. input_ids:1,128.
+    #[arg(long, value_name = "NAME:DIMS", num_args = 1.., value_parser = parse_input_shape)]
+    input_shape: Vec<(String, Vec<i64>)>,
     /// Write a JSON report of every pass's changes here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -67,6 +71,7 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
         keep_opset: args.keep_opset,
         allow_contrib: args.allow_contrib,
         fold_limit: args.fold_limit,
+        input_shapes: args.input_shape.clone(),
     };
     let report = optimize(&mut file.model, &opts).map_err(|e| CliError::Optimize {
         path: args.model.clone(),
@@ -102,6 +107,29 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
         model_file::write_text(path, &json)?;
     }
     Ok(Outcome::Success)
+}
+
+/// `NAME:D1,D2,...` (the name may itself contain ':'; the last one separates).
+fn parse_input_shape(s: &str) -> Result<(String, Vec<i64>), String> {
+    let (name, dims) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{s}': expected NAME:D1,D2,... (e.g. input_ids:1,128)"))?;
+    if name.is_empty() {
+        return Err(format!("'{s}': the input name is empty"));
+    }
+    let dims = if dims.is_empty() {
+        Vec::new()
+    } else {
+        dims.split(',')
+            .map(|d| match d.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(n),
+                _ => Err(format!(
+                    "'{s}': '{d}' is not a dim (a non-negative integer)"
+                )),
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok((name.to_string(), dims))
 }
 
 /// The terminal summary: the opset decision, then one row per pass that ran.

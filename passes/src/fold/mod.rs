@@ -3,12 +3,15 @@
 //!
 //! Beyond plain constants it folds what shapes already tell: `Shape` / `Size` of a value whose
 //! declared shape is static, and `Gather` / `Slice` picking only static dims out of a `Shape`
-//! of a partly known shape. Subgraph bodies are folded too; an operator owning a subgraph
+//! of a partly known shape. Under dynamic dims, `Reshape` / `Expand` shape inputs computed
+//! from `Shape` are replaced by constants that mean the same at run time (`[0, 0, 4, -1]`,
+//! see [`symbolic`]); `dead-code` then removes the shape subgraph. Subgraph bodies are folded too; an operator owning a subgraph
 //! (If, Loop, Scan) is never executed, nor is a non-deterministic one. A size cap keeps the
 //! pass from reading or materializing large tensors.
 
 mod replace;
 mod shapes;
+mod symbolic;
 
 #[cfg(test)]
 mod tests;
@@ -79,6 +82,7 @@ impl FoldConstants {
                 self.fold_node(graph, idx, opset, changes, &mut created);
             }
         }
+        symbolic::make_targets_static(graph, opset, changes);
     }
 
     fn fold_node(

@@ -1,6 +1,7 @@
 //! The optimization pipeline `kiln optimize` runs, and the report of what it changed.
 //!
 //! Stages, in order:
+//! 0. static input shapes, if given ([`apply_input_shapes`]);
 //! 1. `infer-shapes`, so later rewrites can see element types and shapes;
 //! 2. folding and cleanup to a fixed point (shape subgraphs fold away, no-ops go);
 //! 3. the opset decision: when a fusion has a pattern it could rewrite only at a higher
@@ -12,6 +13,7 @@
 //! `--passes` keeps only the named passes and `--disable` drops some; either way the
 //! survivors run in this order, because each stage relies on the ones before it.
 
+mod input_shapes;
 mod opset_choice;
 
 use crate::cleanup::cleanup_passes;
@@ -22,6 +24,7 @@ use crate::ir::Model;
 use crate::opset::UpgradeOpset;
 use crate::pipeline::{Pass, PassError, PassRecord, Pipeline};
 
+pub use input_shapes::{apply_input_shapes, InputShapeError};
 pub use opset_choice::{choose_opset, OpsetChoice};
 
 /// What to run and how.
@@ -39,6 +42,8 @@ pub struct OptimizeOptions {
     pub allow_contrib: bool,
     /// Largest tensor (elements) constant folding may create.
     pub fold_limit: Option<usize>,
+    /// Static shapes for graph inputs, applied before any pass (`--input-shape`).
+    pub input_shapes: Vec<(String, Vec<i64>)>,
 }
 
 /// What the pipeline did.
@@ -65,6 +70,9 @@ pub enum OptimizeError {
         /// Every known name.
         known: String,
     },
+    /// An input shape does not fit the model.
+    #[error(transparent)]
+    InputShape(#[from] InputShapeError),
     /// A pass failed.
     #[error(transparent)]
     Pass(#[from] PassError),
@@ -122,6 +130,7 @@ pub fn optimize(
     };
 
     let nodes_before = model.graph.stats().nodes;
+    apply_input_shapes(model, &opts.input_shapes)?;
     let mut records = Vec::new();
     records.extend(steps(infer()).run(model)?);
     records.extend(Pipeline::new().until_fixed_point(simplify()).run(model)?);

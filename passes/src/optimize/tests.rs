@@ -95,3 +95,61 @@ fn explicit_upgrade_is_applied() {
     assert_eq!(report.opset.after, 17);
     assert_eq!(m.opset(""), Some(17));
 }
+
+/// y = Relu(x) with x: float[batch, 3] and y declared float[batch, 3].
+fn model_with_batch() -> Model {
+    use crate::ir::Dim;
+    let mut m = Model::new(13);
+    let g = &mut m.graph;
+    let batch = || Dim::Symbolic("batch".into());
+    let x = g.add_node(Node::input(ValueInfo::tensor(
+        "x",
+        DataType::Float,
+        &[batch(), Dim::Known(3)],
+    )));
+    let relu = g.add_node(Node::op("Relu", "relu", &["y"]));
+    g.connect(ValueRef::new(x, 0), relu, 0);
+    g.outputs.push(GraphOutput {
+        value: ValueRef::new(relu, 0),
+        info: ValueInfo::tensor("y", DataType::Float, &[batch(), Dim::Known(3)]),
+    });
+    m
+}
+
+fn with_shape(name: &str, dims: &[i64]) -> OptimizeOptions {
+    OptimizeOptions {
+        input_shapes: vec![(name.to_string(), dims.to_vec())],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn input_shapes_fix_inputs_and_the_names_they_bind() {
+    use crate::ir::Dim;
+    let mut m = model_with_batch();
+    optimize(&mut m, &with_shape("x", &[2, 3])).unwrap();
+    m.graph.verify().unwrap();
+    let x = m.graph.find_value("x").unwrap();
+    assert_eq!(
+        m.graph.value_info(x).shape(),
+        Some(vec![Dim::Known(2), Dim::Known(3)])
+    );
+    assert_eq!(
+        m.graph.outputs[0].info.shape(),
+        Some(vec![Dim::Known(2), Dim::Known(3)])
+    );
+}
+
+#[test]
+fn input_shapes_that_do_not_fit_are_errors_naming_the_input() {
+    for (opts, needle) in [
+        (with_shape("z", &[2, 3]), "no input 'z'"),
+        (with_shape("x", &[2, 3, 1]), "rank 3 given, 2 declared"),
+        (with_shape("x", &[2, 4]), "axis 1 is fixed at 3"),
+    ] {
+        let mut m = model_with_batch();
+        let err = optimize(&mut m, &opts).unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+        assert!(err.contains("float32[batch,3]"), "{err}");
+    }
+}
