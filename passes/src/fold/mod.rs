@@ -58,24 +58,20 @@ impl Pass for FoldConstants {
             .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
             .map_or(1, |o| o.version);
         let mut changes = Changes::none();
-        self.fold_graph(&mut model.graph, opset, &mut changes);
+        model
+            .graph
+            .try_for_each_graph_mut::<std::convert::Infallible>(&mut |g| {
+                self.fold_graph(g, opset, &mut changes);
+                Ok(())
+            })
+            .unwrap_or_else(|never| match never {});
         Ok(changes)
     }
 }
 
 impl FoldConstants {
-    /// Folds `graph` and, first, every subgraph inside it.
+    /// Folds one graph (its bodies are visited before it by the caller).
     fn fold_graph(&self, graph: &mut Graph, opset: i64, changes: &mut Changes) {
-        let owners: Vec<NodeIndex> = graph
-            .nodes()
-            .filter(|(_, n)| n.subgraphs().next().is_some())
-            .map(|(i, _)| i)
-            .collect();
-        for idx in owners {
-            for body in graph[idx].subgraphs_mut() {
-                self.fold_graph(body, opset, changes);
-            }
-        }
         let mut created = replace::Created::default();
         for idx in graph.topo_order() {
             if graph.node(idx).is_some() {
