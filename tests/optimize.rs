@@ -119,6 +119,12 @@ fn bert_op14_layernorm_and_gelu_fused_after_an_opset_upgrade() {
     for gone in ["ReduceMean", "Erf", "Pow", "Sqrt"] {
         assert_eq!(count(&h, gone), 0, "{gone} left: {h:?}");
     }
+    let attention: usize = report
+        .records
+        .iter()
+        .map(|r| r.changes.get("attention blocks"))
+        .sum();
+    assert_eq!(attention, 2, "one attention block per layer");
 }
 
 #[test]
