@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(short, long)]
     output: PathBuf,
     /// Run only these passes (comma-separated; they run in pipeline order). Passes:
-    /// infer-shapes, fold-constants, remove-identity, remove-noop, cancel-transposes,
+    /// unlist-initializers, infer-shapes, fold-constants, remove-identity, remove-noop, cancel-transposes,
     /// dedup-constants, cse, dead-code, upgrade-opset, fuse-conv-bn, fuse-matmul-add,
     /// fold-bias, fuse-layernorm, fuse-gelu, note-activations, note-silu, find-attention.
     #[arg(

@@ -1,5 +1,5 @@
 //! Cleanup passes: dead code, Identity/Dropout, no-op operators, Transpose pairs, duplicate
-//! constants and common subexpressions.
+//! constants, common subexpressions, and IR < 4 initializers listed as inputs.
 //!
 //! Every pass keeps the graph's interface (input and output names and order) and recurses
 //! into subgraphs, where body inputs and outputs are interface too.
@@ -8,6 +8,7 @@ pub mod cse;
 pub mod dead_code;
 pub mod dedup_constants;
 pub mod identity;
+pub mod legacy_initializers;
 pub mod noop;
 pub mod transpose_pairs;
 
@@ -21,6 +22,7 @@ pub use cse::CommonSubexpressions;
 pub use dead_code::DeadCode;
 pub use dedup_constants::DedupConstants;
 pub use identity::RemoveIdentity;
+pub use legacy_initializers::UnlistInitializers;
 pub use noop::RemoveNoop;
 pub use transpose_pairs::CancelTransposes;
 

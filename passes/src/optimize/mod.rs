@@ -16,7 +16,7 @@
 mod input_shapes;
 mod opset_choice;
 
-use crate::cleanup::cleanup_passes;
+use crate::cleanup::{cleanup_passes, UnlistInitializers};
 use crate::fold::FoldConstants;
 use crate::fuse::{fusion_passes, FuseOptions};
 use crate::infer::InferShapes;
@@ -80,7 +80,11 @@ pub enum OptimizeError {
 
 /// Every pass name `--passes` and `--disable` accept, in pipeline order.
 pub fn pass_names() -> Vec<&'static str> {
-    let mut names = vec![InferShapes.name(), FoldConstants::default().name()];
+    let mut names = vec![
+        UnlistInitializers.name(),
+        InferShapes.name(),
+        FoldConstants::default().name(),
+    ];
     names.extend(cleanup_passes().iter().map(|p| p.name()));
     names.push(UpgradeOpset { target: 0 }.name());
     names.extend(
@@ -132,6 +136,7 @@ pub fn optimize(
     let nodes_before = model.graph.stats().nodes;
     apply_input_shapes(model, &opts.input_shapes)?;
     let mut records = Vec::new();
+    records.extend(steps(keep(vec![Box::new(UnlistInitializers)])).run(model)?);
     records.extend(steps(infer()).run(model)?);
     records.extend(Pipeline::new().until_fixed_point(simplify()).run(model)?);
 
