@@ -3,6 +3,7 @@
 //!
 //! - [`metrics`]: the error metrics of one output, accumulated over samples.
 //! - [`thresholds`]: tolerances and limits, from flags or YAML, and the verdict.
+//! - [`synthetic`]: seeded inputs for comparing models without data files.
 //! - [`Comparer`] matches outputs by name over samples and builds a [`Report`] (JSON via serde,
 //!   JUnit XML via [`Report::junit`]).
 //!
@@ -10,6 +11,7 @@
 //! so a sequence length or presence that differs shows up as a missing or extra output.
 
 pub mod metrics;
+pub mod synthetic;
 pub mod thresholds;
 
 mod junit;
@@ -20,6 +22,7 @@ use kiln_passes::tensor::Tensor;
 use serde::Serialize;
 
 pub use metrics::{Accumulator, ExactMetrics, FloatMetrics, Metrics, MetricsError, TopkAxis};
+pub use synthetic::{synthetic_inputs, Rng, SyntheticError};
 pub use thresholds::{judge, Failure, Limits, ThresholdError, Thresholds};
 
 use crate::value::{NamedValues, Value};
