@@ -22,7 +22,7 @@ use kiln_passes::tensor::Tensor;
 use serde::Serialize;
 
 pub use metrics::{Accumulator, ExactMetrics, FloatMetrics, Metrics, MetricsError, TopkAxis};
-pub use synthetic::{synthetic_inputs, Rng, SyntheticError};
+pub use synthetic::{synthetic_inputs, Rng, SyntheticError, SyntheticSpec};
 pub use thresholds::{judge, Failure, Limits, ThresholdError, Thresholds};
 
 use crate::value::{NamedValues, Value};

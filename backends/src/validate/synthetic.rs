@@ -1,6 +1,6 @@
 //! Seeded synthetic inputs, so two models can be compared without data files: floats uniform
-//! in [0, 1), integers in [0, 10) (small enough to be valid token ids and indices), bools
-//! fair coins. Free dims are 1 unless given by name.
+//! in [0, 1), integers in [0, 10) by default (small enough to be valid token ids and indices;
+//! bounds can be set per input), bools fair coins. Free dims are 1 unless given by name.
 
 use std::collections::BTreeMap;
 
@@ -61,23 +61,47 @@ impl Rng {
     }
 }
 
-/// One sample of inputs for `inputs` (a session's), with free dims from `dims` (else 1).
+/// How synthetic inputs are shaped and bounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticSpec {
+    /// Sizes of free dims by name; others are 1.
+    pub dims: BTreeMap<String, usize>,
+    /// Exclusive upper bound of integer inputs by input name (a BERT `token_type_ids` needs 2).
+    pub int_high: BTreeMap<String, u64>,
+    /// Exclusive upper bound of other integer inputs.
+    pub default_int_high: u64,
+}
+
+impl Default for SyntheticSpec {
+    fn default() -> SyntheticSpec {
+        SyntheticSpec {
+            dims: BTreeMap::new(),
+            int_high: BTreeMap::new(),
+            default_int_high: 10,
+        }
+    }
+}
+
+/// One sample of inputs for `inputs` (a session's), shaped and bounded by `spec`.
 pub fn synthetic_inputs(
     inputs: &[IoInfo],
-    dims: &BTreeMap<String, usize>,
+    spec: &SyntheticSpec,
     rng: &mut Rng,
 ) -> Result<NamedValues, SyntheticError> {
     inputs
         .iter()
-        .map(|info| Ok((info.name.clone(), Value::Tensor(tensor(info, dims, rng)?))))
+        .map(|info| Ok((info.name.clone(), Value::Tensor(tensor(info, spec, rng)?))))
         .collect()
 }
 
-fn tensor(
-    info: &IoInfo,
-    dims: &BTreeMap<String, usize>,
-    rng: &mut Rng,
-) -> Result<Tensor, SyntheticError> {
+fn tensor(info: &IoInfo, spec: &SyntheticSpec, rng: &mut Rng) -> Result<Tensor, SyntheticError> {
+    let dims = &spec.dims;
+    let high = spec
+        .int_high
+        .get(&info.name)
+        .copied()
+        .unwrap_or(spec.default_int_high)
+        .max(1);
     let unsupported = || SyntheticError::Unsupported {
         input: info.name.clone(),
         kind: info.kind.to_string(),
@@ -98,7 +122,7 @@ fn tensor(
         })
         .collect();
     let n: usize = shape.iter().product();
-    let small = |rng: &mut Rng| rng.below(10);
+    let small = |rng: &mut Rng| rng.below(high);
     // Shapes come from the model and are within what ORT accepted, so from_vec cannot fail on
     // length; an error here would be a bug, reported as unsupported rather than a panic.
     let t = match dtype {
@@ -141,7 +165,8 @@ mod tests {
                 dims: vec![Dim::Symbolic("batch".into()), Dim::Fixed(8)],
             },
         };
-        let dims = BTreeMap::from([("batch".to_string(), 3)]);
+        let mut dims = SyntheticSpec::default();
+        dims.dims.insert("batch".to_string(), 3);
         let a = synthetic_inputs(&[info.clone()], &dims, &mut Rng::new(7)).unwrap();
         let b = synthetic_inputs(&[info.clone()], &dims, &mut Rng::new(7)).unwrap();
         assert_eq!(a, b);
