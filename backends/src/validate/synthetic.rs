@@ -167,8 +167,8 @@ mod tests {
         };
         let mut dims = SyntheticSpec::default();
         dims.dims.insert("batch".to_string(), 3);
-        let a = synthetic_inputs(&[info.clone()], &dims, &mut Rng::new(7)).unwrap();
-        let b = synthetic_inputs(&[info.clone()], &dims, &mut Rng::new(7)).unwrap();
+        let a = synthetic_inputs(std::slice::from_ref(&info), &dims, &mut Rng::new(7)).unwrap();
+        let b = synthetic_inputs(std::slice::from_ref(&info), &dims, &mut Rng::new(7)).unwrap();
         assert_eq!(a, b);
         let t = a[0].1.as_tensor().unwrap();
         assert_eq!(t.shape(), [3, 8]);

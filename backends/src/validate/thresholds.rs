@@ -7,6 +7,7 @@
 //!   logits: { min_cosine: 0.999, min_top1: 1.0 }
 //! ```
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -182,9 +183,22 @@ pub struct Failure {
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (metric, op) = match self.limit.strip_prefix("min_") {
-            Some(m) => (m, "<"),
-            None => (self.limit.strip_prefix("max_").unwrap_or(self.limit), ">"),
+        let metric = match self.limit {
+            "max_outside_share" => "outside share",
+            "max_abs" => "max abs",
+            "max_mean_abs" => "mean abs",
+            "max_rel" => "max rel",
+            "max_rmse" => "RMSE",
+            "min_sqnr" => "SQNR dB",
+            "min_cosine" => "cosine",
+            "min_top1" => "top1",
+            "min_top5" => "top5",
+            other => other,
+        };
+        let op = if self.limit.starts_with("min_") {
+            "<"
+        } else {
+            ">"
         };
         write!(
             f,
@@ -332,7 +346,11 @@ pub fn judge(metrics: &Metrics, limits: &Limits) -> Vec<Failure> {
     let mut failures = Vec::new();
     let mut max = |limit: &'static str, bound: Option<f64>, value: f64| {
         if let Some(b) = bound {
-            if !(value <= b) {
+            // `partial_cmp` is None for NaN, which must fail.
+            if !matches!(
+                value.partial_cmp(&b),
+                Some(Ordering::Less | Ordering::Equal)
+            ) {
                 failures.push(Failure {
                     limit,
                     threshold: b,
@@ -350,10 +368,9 @@ pub fn judge(metrics: &Metrics, limits: &Limits) -> Vec<Failure> {
             max("max_mean_abs", limits.max_mean_abs, m.mean_abs);
             max("max_rel", limits.max_rel, m.max_rel);
             max("max_rmse", limits.max_rmse, m.rmse);
-            // Minimums as maximums of the negated value, so NaN fails them too.
             let mut min = |limit: &'static str, bound: Option<f64>, value: Option<f64>| {
                 if let (Some(b), Some(v)) = (bound, value) {
-                    if !(v >= b) {
+                    if !matches!(v.partial_cmp(&b), Some(Ordering::Greater | Ordering::Equal)) {
                         failures.push(Failure {
                             limit,
                             threshold: b,
@@ -423,7 +440,7 @@ mod tests {
         let m = metrics(&r, &c, limits.tolerance(), TopkAxis::Auto).unwrap();
         let names: Vec<&str> = judge(&m, &limits).iter().map(|f| f.limit).collect();
         assert_eq!(names, ["max_outside_share", "max_abs", "min_sqnr"]);
-        assert_eq!(judge(&m, &limits)[1].to_string(), "abs 0.5 > 0.1");
+        assert_eq!(judge(&m, &limits)[1].to_string(), "max abs 0.5 > 0.1");
         // Loose enough limits pass.
         let loose = Limits {
             atol: Some(1.0),
