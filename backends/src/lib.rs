@@ -3,6 +3,7 @@
 pub mod compare;
 pub mod runtime;
 pub mod tensors;
+pub mod validate;
 pub mod value;
 pub mod wheel;
 

@@ -44,6 +44,12 @@ pub enum CliError {
         /// What ONNX Runtime (or the input check before it) said.
         source: RuntimeError,
     },
+    /// Validation thresholds could not be read.
+    #[error(transparent)]
+    Thresholds(#[from] kiln_backends::validate::ThresholdError),
+    /// The arguments do not make sense together, or an input cannot be made.
+    #[error("{0}")]
+    Usage(String),
     /// An output could not be written.
     #[error("{path}: {source}")]
     Io {

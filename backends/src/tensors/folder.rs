@@ -494,6 +494,80 @@ pub fn list_samples(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(sets.into_iter().map(|(_, _, p)| p).collect())
 }
 
+/// Reads every value stored at `path`, with no model to say what to expect (saved outputs):
+/// an `.npz` (every entry), an `.npy` or `.pb` (one value, named by the stem or the proto's
+/// name), or a folder. In a folder, `output_K.pb` files (an ONNX test data set's reference
+/// outputs) are read when there are any, named by their proto name or `output_K`; otherwise
+/// every `<stem>.npy` / `<stem>.pb`, named by the stem (or a `.pb`'s own name).
+pub fn read_all_values(path: &Path) -> Result<NamedValues> {
+    let meta = fs::metadata(path).map_err(|e| TensorFileError::io(path, e))?;
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+    };
+    if !meta.is_dir() {
+        return match extension(path).as_deref() {
+            Some("npz") => Ok(read_npz(path)?
+                .into_iter()
+                .map(|(n, t)| (n, Value::Tensor(t)))
+                .collect()),
+            Some("npy") => Ok(vec![(stem(path), Value::Tensor(read_npy(path)?))]),
+            Some("pb") => Ok(vec![read_any_pb(path, stem(path))?]),
+            _ => Err(TensorFileError::unsupported(
+                label(path),
+                "not a tensor file: expected an .npz, .npy or .pb file, or a folder of them",
+            )),
+        };
+    }
+    let files = scan_folder(path)?;
+    let mut values: NamedValues = Vec::new();
+    if !files.outputs.is_empty() {
+        for (k, p) in &files.outputs {
+            values.push(read_any_pb(p, format!("output_{k}"))?);
+        }
+    } else {
+        let mut named = files.named;
+        named.extend(
+            files
+                .inputs
+                .into_iter()
+                .map(|(k, p)| (format!("input_{k}"), p)),
+        );
+        for (stem, p) in named {
+            if extension(&p).as_deref() == Some("npy") {
+                values.push((stem, Value::Tensor(read_npy(&p)?)));
+            } else {
+                values.push(read_any_pb(&p, stem)?);
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in &values {
+        if !seen.insert(name.as_str()) {
+            return Err(TensorFileError::mismatch(
+                label(path),
+                format!("holds two values named '{name}'"),
+            ));
+        }
+    }
+    Ok(values)
+}
+
+/// A `.pb` value of unknown kind: a tensor, else a sequence, else an optional (protobuf cannot
+/// tell them apart, but a sequence or optional never decodes as a valid tensor of a known type).
+fn read_any_pb(path: &Path, fallback_name: String) -> Result<(String, Value)> {
+    let bytes = Bytes::from(fs::read(path).map_err(|e| TensorFileError::io(path, e))?);
+    let file = label(path);
+    let first = decode_pb(bytes.clone(), ValueKind::Tensor, &file);
+    let (name, value) = match first {
+        Ok(v) => v,
+        Err(e) => decode_pb(bytes.clone(), ValueKind::Sequence, &file)
+            .or_else(|_| decode_pb(bytes, ValueKind::Optional, &file))
+            .map_err(|_| e)?,
+    };
+    Ok((if name.is_empty() { fallback_name } else { name }, value))
+}
+
 /// Writes values to `path`: an `.npz` (tensors of numpy types only), a single `.npy` / `.pb`
 /// (one value), or otherwise a folder with one `<sanitized name>.npy` per numpy-typed tensor
 /// and `<sanitized name>.pb` for everything else (bfloat16, float8, int4, …, sequences,
@@ -802,5 +876,39 @@ mod tests {
             &Value::Tensor(Tensor::scalar(1.0f32)),
         )
         .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod read_all_tests {
+    use super::*;
+    use kiln_passes::tensor::{DataType, Tensor};
+
+    #[test]
+    fn reads_back_what_write_values_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = |v: &[f32]| Value::Tensor(Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap());
+        let bf16 = Value::Tensor(
+            Tensor::from_raw(DataType::Bfloat16, vec![1], Bytes::from_static(&[1, 2])).unwrap(),
+        );
+        let seq = Value::Sequence {
+            elem_type: Some(DataType::Float),
+            items: vec![t(&[1.0]), t(&[2.0, 3.0])],
+        };
+        let values: NamedValues = vec![
+            ("logits".into(), t(&[1.0, 2.0])),
+            ("input:0".into(), bf16),
+            ("seq".into(), seq),
+        ];
+        let folder = dir.path().join("out");
+        write_values(&folder, &values).unwrap();
+        let mut back = read_all_values(&folder).unwrap();
+        back.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut want = values.clone();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(back, want);
+        let npz = dir.path().join("out.npz");
+        write_values(&npz, &values[..1].to_vec()).unwrap();
+        assert_eq!(read_all_values(&npz).unwrap(), values[..1].to_vec());
     }
 }

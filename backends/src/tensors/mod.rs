@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use error::TensorFileError;
 pub use folder::{
-    list_samples, read_test_data_set, read_values, sanitize_name, write_values, IoSpec, ValueKind,
+    list_samples, read_all_values, read_test_data_set, read_values, sanitize_name, write_values,
+    IoSpec, ValueKind,
 };
 pub use npy::{is_numpy_type, read_npy, write_npy};
 pub use npz::{read_npz, write_npz};

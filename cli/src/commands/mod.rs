@@ -1,9 +1,12 @@
 //! One module per subcommand; each parses its own arguments and returns an [`Outcome`].
 
+mod check;
 mod convert;
+mod diff;
 mod inspect;
 mod optimize;
 mod run;
+mod validate;
 
 use clap::Subcommand;
 
@@ -20,6 +23,10 @@ pub enum Command {
     Convert(convert::Args),
     /// Fold, clean up and fuse a model (the rewrites every target needs), and save it.
     Optimize(optimize::Args),
+    /// Run a candidate and a reference model on the same inputs and judge every output.
+    Validate(validate::Args),
+    /// Compare two models, a model and saved outputs, or two saved outputs.
+    Diff(diff::Args),
 }
 
 /// How a command that did not fail ended.
@@ -47,5 +54,7 @@ pub fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Run(args) => run::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Optimize(args) => optimize::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Diff(args) => diff::run(args),
     }
 }
