@@ -8,6 +8,7 @@
 use kiln_passes::tensor::{DataType, Tensor};
 use serde::Serialize;
 
+use super::histogram::Histogram;
 use crate::compare::{is_close, Tolerance};
 
 /// Floor of the denominator of the relative error, so an exact zero in the reference gives
@@ -172,6 +173,7 @@ pub struct Accumulator {
     top5_rows: u64,
     top5_hits: u64,
     topk_axis: Option<usize>,
+    hist: Histogram,
 }
 
 impl Accumulator {
@@ -198,6 +200,7 @@ impl Accumulator {
             top5_rows: 0,
             top5_hits: 0,
             topk_axis: None,
+            hist: Histogram::default(),
         }
     }
 
@@ -272,6 +275,7 @@ impl Accumulator {
             self.nan[1] += y.is_nan() as u64;
             self.inf[0] += x.is_infinite() as u64;
             self.inf[1] += y.is_infinite() as u64;
+            self.hist.add(x, y);
             if !is_close(x, y, self.tol) {
                 self.outside += 1;
             }
@@ -317,6 +321,11 @@ impl Accumulator {
                 }
             }
         }
+    }
+
+    /// The histogram of |candidate − reference| so far, for float outputs.
+    pub fn histogram(&self) -> Option<&Histogram> {
+        self.dtype.is_some_and(is_float_like).then_some(&self.hist)
     }
 
     /// The metrics of everything added so far.

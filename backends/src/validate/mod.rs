@@ -4,12 +4,16 @@
 //! - [`metrics`]: the error metrics of one output, accumulated over samples.
 //! - [`thresholds`]: tolerances and limits, from flags or YAML, and the verdict.
 //! - [`synthetic`]: seeded inputs for comparing models without data files.
+//! - [`histogram`]: |candidate − reference| by decade, filled in the metrics' pass.
+//! - [`html`]: the self-contained HTML report (SQNR chart, error histograms).
 //! - [`Comparer`] matches outputs by name over samples and builds a [`Report`] (JSON via serde,
 //!   JUnit XML via [`Report::junit`]).
 //!
 //! Sequences are compared item by item as `name[i]`, an optional's value under its own name,
 //! so a sequence length or presence that differs shows up as a missing or extra output.
 
+pub mod histogram;
+pub mod html;
 pub mod metrics;
 pub mod synthetic;
 pub mod thresholds;
@@ -21,6 +25,8 @@ use std::collections::BTreeMap;
 use kiln_passes::tensor::Tensor;
 use serde::Serialize;
 
+pub use histogram::Histogram;
+pub use html::{render_html, LayerPoint};
 pub use metrics::{Accumulator, ExactMetrics, FloatMetrics, Metrics, MetricsError, TopkAxis};
 pub use synthetic::{synthetic_inputs, Rng, SyntheticError, SyntheticSpec};
 pub use thresholds::{judge, Failure, Limits, ThresholdError, Thresholds};
@@ -56,6 +62,11 @@ pub struct OutputReport {
     pub candidate: Option<String>,
     /// The metrics, when compared (over every sample).
     pub metrics: Option<Metrics>,
+    /// |candidate − reference| by decade, when compared as floats.
+    pub histogram: Option<Histogram>,
+    /// The limits this output was judged by (for the HTML report's threshold line).
+    #[serde(skip)]
+    pub limits: Limits,
     /// Limits not met.
     pub failures: Vec<Failure>,
     /// A mismatch explained (`shape differs: …`), when there is one.
@@ -223,7 +234,9 @@ impl Comparer {
                     ),
                     _ => (Status::Compared, None),
                 };
-            let metrics = (status == Status::Compared).then(|| e.acc.finish());
+            let compared = status == Status::Compared;
+            let metrics = compared.then(|| e.acc.finish());
+            let histogram = e.acc.histogram().filter(|_| compared).cloned();
             let failures = metrics
                 .as_ref()
                 .map_or_else(Vec::new, |m| judge(m, &e.limits));
@@ -234,6 +247,8 @@ impl Comparer {
                 reference: e.reference.clone(),
                 candidate: e.candidate.clone(),
                 metrics,
+                histogram,
+                limits: e.limits.clone(),
                 failures,
                 problem,
                 passed,

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use kiln_backends::runtime::Session;
 use kiln_backends::tensors;
-use kiln_backends::validate::Comparer;
+use kiln_backends::validate::{render_html, Comparer};
 use kiln_backends::NamedValues;
 
 use super::check::{self, CheckArgs, InputArgs};
 use super::Outcome;
 use crate::error::CliError;
+use crate::model_file;
 
 /// Arguments of `kiln diff`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +25,9 @@ pub struct Args {
     inputs: InputArgs,
     #[command(flatten)]
     check: CheckArgs,
+    /// Also write a self-contained HTML report (SQNR chart, error histograms) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 /// One side of the diff.
@@ -106,5 +110,9 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
         comparer.add_sample(&ra, &rb);
     }
     let report = comparer.finish();
+    if let Some(path) = &args.html {
+        // Per-layer plug-in point: pass the per-layer points instead of `&[]`.
+        model_file::write_text(path, &render_html(&report, &[]))?;
+    }
     args.check.finish(&report, "kiln diff", (&args.a, &args.b))
 }

@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use kiln_backends::validate::Comparer;
+use kiln_backends::validate::{render_html, Comparer};
 
 use super::check::{self, CheckArgs, InputArgs};
 use super::Outcome;
 use crate::error::CliError;
+use crate::model_file;
 
 /// Arguments of `kiln validate`.
 #[derive(Debug, clap::Args)]
@@ -21,6 +22,9 @@ pub struct Args {
     inputs: InputArgs,
     #[command(flatten)]
     check: CheckArgs,
+    /// Also write a self-contained HTML report (SQNR chart, error histograms) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Save the outputs (and synthetic inputs) to DIR/{reference,candidate,inputs}, for
     /// `kiln diff` later.
     #[arg(long, value_name = "DIR")]
@@ -49,6 +53,10 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
         comparer.add_sample(&r, &c);
     }
     let report = comparer.finish();
+    if let Some(path) = &args.html {
+        // Per-layer plug-in point: pass the per-layer points instead of `&[]`.
+        model_file::write_text(path, &render_html(&report, &[]))?;
+    }
     args.check
         .finish(&report, "kiln validate", (&args.reference, &args.candidate))
 }
