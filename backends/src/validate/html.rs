@@ -74,12 +74,12 @@ h3{font-size:14px;margin:0 0 4px;word-break:break-all}
 .fail-text{color:var(--fail)}
 main{padding:0 24px 32px;max-width:1400px}
 .scroll{overflow-x:auto}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:13px}
+th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 th{background:var(--bg);font-weight:600}
 td.name,th.name,td.text{text-align:left}
-td.name{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;white-space:normal;word-break:break-all;max-width:320px}
-td.text{white-space:normal;max-width:360px;color:var(--muted)}
+td.name{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;white-space:normal;overflow-wrap:anywhere;min-width:180px;max-width:300px}
+td.text{white-space:normal;min-width:120px;max-width:300px;color:var(--muted)}
 td.bad{background:#ffebe9;color:var(--fail);font-weight:600}
 tr.failed td.name{border-left:3px solid var(--fail)}
 .note{color:var(--muted);margin:4px 0 8px}
@@ -89,7 +89,8 @@ tr.failed td.name{border-left:3px solid var(--fail)}
 svg text{font:11px system-ui,sans-serif;fill:var(--ink)}
 svg .axis{stroke:var(--muted);stroke-width:1}
 svg .grid{stroke:#eaeef2;stroke-width:1}
-svg .ok{fill:var(--pass)}svg .bad{fill:var(--fail)}svg .inf{fill:#8c959f}
+svg .ok{fill:var(--pass)}svg .bad{fill:var(--fail)}svg .warn{fill:#d4a72c}svg .inf{fill:#8c959f}
+svg .big{font-size:15px;font-weight:700}
 svg .thr{stroke:var(--fail);stroke-width:1.5;stroke-dasharray:6 4}
 svg .tol{stroke:#0969da;stroke-width:1.5;stroke-dasharray:4 3}
 svg .within{fill:#4ac26b}svg .beyond{fill:#fb8f44}svg .nonfinite{fill:#8250df}svg .zero{fill:#8c959f}
@@ -128,10 +129,7 @@ const COLUMNS: [(&str, &str); 9] = [
 
 fn summary_table(report: &Report) -> String {
     let mut t = String::from("<div class=\"scroll\"><table id=\"summary\">\n<thead><tr>");
-    t.push_str(
-        "<th class=\"name\">output</th><th>verdict</th><th class=\"name\">reference</th>\
-                <th class=\"name\">candidate</th>",
-    );
+    t.push_str("<th class=\"name\">output</th><th>verdict</th><th class=\"name\">value</th>");
     for (title, _) in COLUMNS {
         let _ = write!(t, "<th>{title}</th>");
     }
@@ -139,13 +137,11 @@ fn summary_table(report: &Report) -> String {
     for o in &report.outputs {
         let _ = write!(
             t,
-            "<tr{}><td class=\"name\">{}</td><td>{}</td><td class=\"text\">{}</td>\
-             <td class=\"text\">{}</td>",
+            "<tr{}><td class=\"name\">{}</td><td>{}</td><td class=\"text\">{}</td>",
             if o.passed { "" } else { " class=\"failed\"" },
             escape(&o.name),
             badge(o.passed),
-            escape(o.reference.as_deref().unwrap_or("–")),
-            escape(o.candidate.as_deref().unwrap_or("–")),
+            escape(&sides(o)),
         );
         let values = column_values(o);
         for ((_, limit), value) in COLUMNS.iter().zip(values) {
@@ -182,10 +178,22 @@ fn summary_table(report: &Report) -> String {
         );
     }
     if report.outputs.is_empty() {
-        t.push_str("<tr><td class=\"text\" colspan=\"15\">no outputs</td></tr>\n");
+        t.push_str("<tr><td class=\"text\" colspan=\"14\">no outputs</td></tr>\n");
     }
     t.push_str("</tbody></table></div>\n");
     t
+}
+
+/// The value's type and shape, once when both sides agree, else `reference vs candidate`.
+fn sides(o: &OutputReport) -> String {
+    match (&o.reference, &o.candidate) {
+        (Some(r), Some(c)) if r == c => r.clone(),
+        (r, c) => format!(
+            "{} vs {}",
+            r.as_deref().unwrap_or("(none)"),
+            c.as_deref().unwrap_or("(none)")
+        ),
+    }
 }
 
 /// The output's values for [`COLUMNS`], formatted.
@@ -227,7 +235,8 @@ struct Bar {
     sqnr: f64,
     /// Its own threshold, if any.
     threshold: Option<f64>,
-    failed: bool,
+    /// It fails some limit other than the SQNR (drawn amber, not red).
+    failed_other: bool,
 }
 
 fn sqnr_section(report: &Report, layers: &[LayerPoint]) -> String {
@@ -248,7 +257,7 @@ fn sqnr_section(report: &Report, layers: &[LayerPoint]) -> String {
                     ),
                     sqnr: m.sqnr_db,
                     threshold: o.limits.min_sqnr,
-                    failed: !o.passed,
+                    failed_other: o.failures.iter().any(|f| f.limit != "min_sqnr"),
                 }),
                 _ => None,
             })
@@ -269,7 +278,7 @@ fn sqnr_section(report: &Report, layers: &[LayerPoint]) -> String {
                 ),
                 sqnr: l.sqnr_db,
                 threshold,
-                failed: threshold.is_some_and(|t| l.sqnr_db.is_nan() || l.sqnr_db < t),
+                failed_other: false,
             })
             .collect();
         ("SQNR per layer", "layer (topological order)", bars)
@@ -360,7 +369,7 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
     const BOTTOM: f64 = 120.0;
     let n = bars.len();
     let slot = if n <= 40 { 40.0 } else { 14.0 };
-    let width = (LEFT + 24.0 + slot * n as f64).max(720.0);
+    let width = (LEFT + 24.0 + slot * n as f64).max(960.0);
     let plot_w = width - LEFT - 24.0;
     let slot = if n == 0 { slot } else { plot_w / n as f64 };
     let height = TOP + PLOT_H + BOTTOM;
@@ -424,6 +433,7 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
         height - 6.0,
         escape(axis)
     );
+    s.push_str(&legend(LEFT + plot_w, 14.0));
     // Bars, their labels and tooltips.
     let every = (n as f64 / 60.0).ceil().max(1.0) as usize;
     let bar_w = (slot * 0.7).max(1.0);
@@ -445,10 +455,13 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
         } else {
             (base, top - base)
         };
-        let class = if b.sqnr == f64::INFINITY {
-            "inf"
-        } else if b.failed {
+        let below = b.threshold.is_some_and(|t| b.sqnr.is_nan() || b.sqnr < t);
+        let class = if below {
             "bad"
+        } else if b.sqnr == f64::INFINITY {
+            "inf"
+        } else if b.failed_other {
+            "warn"
         } else {
             "ok"
         };
@@ -463,7 +476,7 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
             let ty = if top <= base { y0 - 4.0 } else { y0 + h + 12.0 };
             let _ = write!(
                 s,
-                "<text x=\"{cx:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\">{text}</text>"
+                "<text x=\"{cx:.1}\" y=\"{ty:.1}\" text-anchor=\"middle\" class=\"big\">{text}</text>"
             );
         } else if n <= 40 {
             let ty = if top <= base { y0 - 4.0 } else { y0 + h + 12.0 };
@@ -517,6 +530,30 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
         }
     }
     s.push_str("</svg>");
+    s
+}
+
+/// The chart's colour key, right-aligned at `right`.
+fn legend(right: f64, y: f64) -> String {
+    let items = [
+        ("ok", "passes"),
+        ("warn", "fails another limit"),
+        ("bad", "below min SQNR"),
+        ("inf", "identical (∞)"),
+    ];
+    let mut s = String::from("<g class=\"legend\">");
+    let mut x = right - 500.0;
+    for (class, text) in items {
+        let _ = write!(
+            s,
+            "<rect class=\"{class}\" x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\"/>\
+             <text x=\"{:.1}\" y=\"{y:.1}\">{text}</text>",
+            y - 9.0,
+            x + 14.0,
+        );
+        x += 125.0;
+    }
+    s.push_str("</g>\n");
     s
 }
 
@@ -590,8 +627,9 @@ fn histogram_svg(index: usize, h: &Histogram, atol: f64) -> String {
     let total = h.total().max(1) as f64;
     let peak = buckets.iter().map(|b| b.1).max().unwrap_or(0).max(1) as f64 / total;
     // Round the top of the share axis up to a tick.
-    let step = nice_step(peak);
-    let top_share = ((peak / step - 1e-9).ceil() * step).max(step);
+    // Headroom above the tallest bar keeps its count label inside the plot.
+    let step = nice_step(peak * 1.15);
+    let top_share = ((peak * 1.15 / step - 1e-9).ceil() * step).max(step);
     let y = |share: f64| TOP + PLOT_H * (1.0 - share / top_share);
     let mut s = format!(
         "<svg id=\"hist-{index}\" role=\"img\" aria-label=\"error histogram\" \
@@ -677,8 +715,8 @@ fn histogram_svg(index: usize, h: &Histogram, atol: f64) -> String {
                 TOP - 8.0,
                 TOP + PLOT_H,
                 x + 3.0,
-                TOP - 10.0 + 8.0,
-                num(atol)
+                TOP - 6.0,
+                format!("{atol:e}")
             );
         }
     }
