@@ -11,6 +11,7 @@
 //! so a sequence length or presence that differs shows up as a missing or extra output.
 
 pub mod metrics;
+pub mod per_layer;
 pub mod synthetic;
 pub mod thresholds;
 
