@@ -355,3 +355,113 @@ fn option_finite_or_text<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<
         None => s.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kiln_passes::tensor::Tensor;
+    use kiln_proto::onnx::{GraphProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..NodeProto::default()
+        }
+    }
+
+    fn model(nodes: Vec<NodeProto>) -> ModelProto {
+        let named = |n: &str| ValueInfoProto {
+            name: n.into(),
+            ..ValueInfoProto::default()
+        };
+        ModelProto {
+            ir_version: 10,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                name: "g".into(),
+                node: nodes,
+                input: vec![named("x"), named("s"), named("zp")],
+                output: vec![named("z")],
+                ..GraphProto::default()
+            }),
+            ..ModelProto::default()
+        }
+    }
+
+    #[test]
+    fn matches_through_qdq_and_by_name() {
+        let reference = model(vec![
+            node("Relu", &["x"], &["y"]),
+            node("Neg", &["y"], &["inner"]),
+            node("Neg", &["inner"], &["z"]),
+        ]);
+        // Quantized y, and the two Negs fused into one op keeping the last name.
+        let candidate = model(vec![
+            node("Relu", &["x"], &["y"]),
+            node("QuantizeLinear", &["y", "s", "zp"], &["y_q"]),
+            node("DequantizeLinear", &["y_q", "s", "zp"], &["y_dq"]),
+            node("Fused", &["y_dq"], &["z"]),
+        ]);
+        let plan = Plan::new(&reference, &candidate).unwrap();
+        let got: Vec<(&str, &str, &[usize])> = plan
+            .layers
+            .iter()
+            .map(|l| (l.name.as_str(), l.candidate.as_str(), l.upstream.as_slice()))
+            .collect();
+        // `inner` has no match; z's nearest matched upstream is y, through it.
+        assert_eq!(got, [("y", "y_dq", &[][..]), ("z", "z", &[0][..])]);
+    }
+
+    fn t(v: &[f32]) -> Value {
+        Value::Tensor(Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap())
+    }
+
+    fn layer(name: &str, upstream: &[usize]) -> LayerMatch {
+        LayerMatch {
+            name: name.into(),
+            candidate: name.into(),
+            op_type: "Op".into(),
+            upstream: upstream.to_vec(),
+        }
+    }
+
+    #[test]
+    fn near_exact_layers_pass_their_baseline_on() {
+        // a: ~30 dB; mask: a huge fill swamps the error (>100 dB); b: ~10 dB after it.
+        let plan = Plan {
+            layers: vec![layer("a", &[]), layer("mask", &[0]), layer("b", &[1])],
+        };
+        let reference = vec![
+            ("a".to_string(), t(&[1.0, 1.0])),
+            ("mask".to_string(), t(&[1.0, -3.0e38])),
+            ("b".to_string(), t(&[1.0, 1.0])),
+        ];
+        let candidate = vec![
+            ("a".to_string(), t(&[1.0, 1.0316])),
+            ("mask".to_string(), t(&[1.0316, -3.0e38])),
+            ("b".to_string(), t(&[1.0, 1.45])),
+        ];
+        let mut per = PerLayer::new(plan, Tolerance::ONNX_BACKEND);
+        per.add_sample(&reference, &candidate);
+        let report = per.finish(JumpRule::default());
+        let base: Vec<Option<i64>> = report
+            .rows
+            .iter()
+            .map(|r| r.baseline_db.map(|b| b.round() as i64))
+            .collect();
+        assert_eq!(base, [None, Some(33), Some(33)]);
+        assert_eq!(report.first_jump.as_deref(), Some("b"));
+        // Without a baseline an error is not a jump unless below the floor.
+        let floor = per.finish(JumpRule {
+            jump_db: 10.0,
+            min_sqnr: Some(40.0),
+        });
+        assert_eq!(floor.first_jump.as_deref(), Some("a"));
+    }
+}
