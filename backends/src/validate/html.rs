@@ -13,6 +13,8 @@ use super::{Metrics, OutputReport, Report, Status};
 pub struct LayerPoint {
     /// The tensor's name.
     pub name: String,
+    /// This is the first layer where the error jumps (drawn red and labelled).
+    pub jump: bool,
     /// The op that produces it.
     pub op_type: String,
     /// Its SQNR in dB (`inf` when identical).
@@ -237,7 +239,14 @@ struct Bar {
     threshold: Option<f64>,
     /// It fails some limit other than the SQNR (drawn amber, not red).
     failed_other: bool,
+    /// The per-layer comparison's first jump.
+    jump: bool,
 }
+
+/// SQNR above this is agreement at float rounding: the axis stops here and such bars are
+/// drawn clipped with their value, so one exact layer (a −3.4e38 mask fill reads ~800 dB)
+/// does not flatten the 20–50 dB range where quantization error lives.
+const CAP_DB: f64 = 100.0;
 
 fn sqnr_section(report: &Report, layers: &[LayerPoint]) -> String {
     // Per-layer plug-in point: the per-layer comparison passes its points here, in
@@ -258,6 +267,7 @@ fn sqnr_section(report: &Report, layers: &[LayerPoint]) -> String {
                     sqnr: m.sqnr_db,
                     threshold: o.limits.min_sqnr,
                     failed_other: o.failures.iter().any(|f| f.limit != "min_sqnr"),
+                    jump: false,
                 }),
                 _ => None,
             })
@@ -279,6 +289,7 @@ fn sqnr_section(report: &Report, layers: &[LayerPoint]) -> String {
                 sqnr: l.sqnr_db,
                 threshold,
                 failed_other: false,
+                jump: l.jump,
             })
             .collect();
         ("SQNR per layer", "layer (topological order)", bars)
@@ -395,7 +406,7 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
         for v in [Some(b.sqnr), b.threshold].into_iter().flatten() {
             if v.is_finite() {
                 lo = lo.min(v);
-                hi = hi.max(v);
+                hi = hi.max(v.min(CAP_DB));
             }
         }
     }
@@ -441,11 +452,13 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
         let x = LEFT + slot * i as f64 + (slot - bar_w) / 2.0;
         let cx = x + bar_w / 2.0;
         let (top, text) = if b.sqnr.is_nan() {
-            (y(0.0), Some("n/a"))
+            (y(0.0), Some("n/a".to_string()))
         } else if b.sqnr == f64::INFINITY {
-            (y(hi), Some("∞"))
+            (y(hi), Some("∞".to_string()))
+        } else if b.sqnr > CAP_DB {
+            (y(hi), Some(format!("≥{}", num(CAP_DB))))
         } else if b.sqnr == f64::NEG_INFINITY {
-            (y(lo), Some("−∞"))
+            (y(lo), Some("−∞".to_string()))
         } else {
             (y(b.sqnr), None)
         };
@@ -456,9 +469,9 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
             (base, top - base)
         };
         let below = b.threshold.is_some_and(|t| b.sqnr.is_nan() || b.sqnr < t);
-        let class = if below {
+        let class = if below || b.jump {
             "bad"
-        } else if b.sqnr == f64::INFINITY {
+        } else if b.sqnr == f64::INFINITY || b.sqnr > CAP_DB {
             "inf"
         } else if b.failed_other {
             "warn"
@@ -472,6 +485,15 @@ fn sqnr_chart(bars: &[Bar], axis: &str) -> String {
             escape(&b.tooltip),
             h.max(1.0)
         );
+        if b.jump {
+            let ty = if top <= base { y0 - 4.0 } else { y0 + h + 12.0 };
+            let _ = write!(
+                s,
+                "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" class=\"big\" \
+                 fill=\"#c62828\">first jump</text>",
+                ty - 14.0
+            );
+        }
         if let Some(text) = text {
             let ty = if top <= base { y0 - 4.0 } else { y0 + h + 12.0 };
             let _ = write!(
@@ -769,15 +791,37 @@ mod tests {
         let page = render_html(&r, &[]);
         assert!(page.contains(">∞<"), "infinite SQNR is labelled");
         assert!(page.contains("SQNR per output"));
-        let layers = [LayerPoint {
-            name: "conv<1>".into(),
-            op_type: "Conv".into(),
-            sqnr_db: 42.0,
-            max_abs: 1e-3,
-        }];
+        let layers = [
+            LayerPoint {
+                name: "conv<1>".into(),
+                jump: false,
+                op_type: "Conv".into(),
+                sqnr_db: 42.0,
+                max_abs: 1e-3,
+            },
+            LayerPoint {
+                name: "mask".into(),
+                jump: false,
+                op_type: "Add".into(),
+                sqnr_db: 800.0,
+                max_abs: 0.0,
+            },
+            LayerPoint {
+                name: "matmul".into(),
+                jump: true,
+                op_type: "MatMul".into(),
+                sqnr_db: 0.5,
+                max_abs: 0.3,
+            },
+        ];
         let page = render_html(&r, &layers);
         assert!(page.contains("SQNR per layer"));
         assert!(page.contains("conv&lt;1&gt;"));
+        assert!(page.contains("first jump"), "the jump is labelled");
+        assert!(
+            page.contains("≥100"),
+            "an 800 dB layer is drawn clipped at the cap"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod histogram;
 pub mod html;
 pub mod metrics;
+pub mod per_layer;
 pub mod synthetic;
 pub mod thresholds;
 
