@@ -19,6 +19,7 @@ mod error;
 mod ffi;
 mod locate;
 mod session;
+mod timing;
 
 pub use capture::{capturable_names, capture, expose_outputs};
 pub use convert::{data_type_from_ort, data_type_to_ort};
@@ -28,6 +29,7 @@ pub use locate::{
     cache_dir, library_file_name, locate_library, locate_with, SearchEnv, ORT_VERSION,
 };
 pub use session::{Dim, IoInfo, IoKind, Optimization, Session, SessionOptions};
+pub use timing::{nearest_rank, peak_rss_bytes, LatencyStats};
 
 // Tensor bytes are copied between Kiln's little-endian `raw_data` layout and ORT's native
 // buffers without swapping; that is only right on a little-endian machine.

@@ -112,6 +112,35 @@ pub fn read_npy_from(mut reader: impl Read, file: &str, total_len: Option<u64>) 
     decode_data(&header, n, data, file)
 }
 
+/// Where a numeric, C-order `.npy` file's elements are, for reading them in pieces.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NpyLayout {
+    /// Element type.
+    pub dtype: DataType,
+    /// Dims.
+    pub shape: Vec<usize>,
+    /// Byte offset of the first element.
+    pub data_offset: u64,
+}
+
+/// Reads an `.npy` header from `reader`; `None` when the data is not plain little-endian
+/// C-order numbers (strings, big-endian, Fortran order), which only a whole read decodes.
+pub(crate) fn read_layout(reader: &mut impl Read, file: &str) -> Result<Option<NpyLayout>> {
+    let header = read_header(reader, file)?;
+    element_count(&header.shape).map_err(|e| TensorFileError::tensor(file, e))?;
+    let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+    Ok(match header.descr {
+        Descr::Number { dtype, swap: false } if !(header.fortran_order && shape.len() > 1) => {
+            Some(NpyLayout {
+                dtype,
+                shape,
+                data_offset: header.total_len as u64,
+            })
+        }
+        _ => None,
+    })
+}
+
 /// The parsed header.
 #[derive(Debug)]
 struct Header {

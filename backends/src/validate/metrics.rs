@@ -56,6 +56,24 @@ pub enum TopkAxis {
     Off,
 }
 
+/// Where the top-k rows of a sample lie: along `axis`, `len` scores `inner` elements apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopkRows {
+    /// The (non-negative) axis.
+    pub axis: usize,
+    /// Scores per row (the axis' length).
+    pub len: usize,
+    /// Elements after the axis (the stride between a row's scores).
+    pub inner: usize,
+}
+
+impl TopkRows {
+    /// Elements of one outer index (`len · inner`): chunks of a multiple keep every row whole.
+    pub fn block(&self) -> usize {
+        self.len * self.inner
+    }
+}
+
 /// Metrics of a float output.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FloatMetrics {
@@ -206,42 +224,77 @@ impl Accumulator {
 
     /// Adds one sample's pair; types and shapes must match (and the type match earlier samples).
     pub fn add(&mut self, reference: &Tensor, candidate: &Tensor) -> Result<(), MetricsError> {
-        let dtype_err = || MetricsError::Dtype {
-            reference: reference.dtype(),
-            candidate: candidate.dtype(),
-        };
-        if reference.dtype() != candidate.dtype() {
-            return Err(dtype_err());
-        }
-        if self.dtype.is_some_and(|d| d != reference.dtype()) {
-            return Err(dtype_err());
-        }
-        if reference.shape() != candidate.shape() {
-            return Err(MetricsError::Shape {
-                reference: reference.shape().to_vec(),
-                candidate: candidate.shape().to_vec(),
-            });
-        }
-        self.dtype = Some(reference.dtype());
+        let rows = self.begin(
+            (reference.dtype(), reference.shape()),
+            (candidate.dtype(), candidate.shape()),
+        )?;
         if let (Some(r), Some(c)) = (reference.strings(), candidate.strings()) {
             self.elements += r.len() as u64;
             self.outside += r.iter().zip(c).filter(|(x, y)| x != y).count() as u64;
             return Ok(());
         }
         let (Some(r), Some(c)) = (reference.to_f64_vec(), candidate.to_f64_vec()) else {
-            return Err(dtype_err());
+            return Err(MetricsError::Dtype {
+                reference: reference.dtype(),
+                candidate: candidate.dtype(),
+            });
         };
-        if !is_float_like(reference.dtype()) {
-            self.elements += r.len() as u64;
-            self.outside += r.iter().zip(&c).filter(|(x, y)| x != y).count() as u64;
-            return Ok(());
-        }
-        let axis = self.resolve_axis(reference.dtype(), reference.shape())?;
-        self.add_floats(&r, &c);
-        if let Some(axis) = axis {
-            self.add_topk(&r, &c, reference.shape(), axis);
-        }
+        self.add_chunk(&r, &c, rows);
         Ok(())
+    }
+
+    /// Starts a sample's pair given as (element type, shape) each: checks them as [`add`]
+    /// does and records the type. Feed the elements in order with [`Accumulator::add_chunk`];
+    /// the returned layout (when top-k is measured) says which chunk sizes keep rows whole.
+    ///
+    /// [`add`]: Accumulator::add
+    pub fn begin(
+        &mut self,
+        reference: (DataType, &[usize]),
+        candidate: (DataType, &[usize]),
+    ) -> Result<Option<TopkRows>, MetricsError> {
+        let dtype_err = || MetricsError::Dtype {
+            reference: reference.0,
+            candidate: candidate.0,
+        };
+        if reference.0 != candidate.0 || self.dtype.is_some_and(|d| d != reference.0) {
+            return Err(dtype_err());
+        }
+        if reference.1 != candidate.1 {
+            return Err(MetricsError::Shape {
+                reference: reference.1.to_vec(),
+                candidate: candidate.1.to_vec(),
+            });
+        }
+        self.dtype = Some(reference.0);
+        if !is_float_like(reference.0) {
+            return Ok(None);
+        }
+        let shape = reference.1;
+        let Some(axis) = self.resolve_axis(reference.0, shape)? else {
+            return Ok(None);
+        };
+        let rows = TopkRows {
+            axis,
+            len: shape[axis],
+            inner: shape[axis + 1..].iter().product(),
+        };
+        Ok((rows.len > 0 && rows.inner > 0).then_some(rows))
+    }
+
+    /// Adds the next elements (as `f64`, in C order) of the pair started with
+    /// [`Accumulator::begin`]; with top-k rows, every chunk must hold whole
+    /// [`TopkRows::block`]s.
+    pub fn add_chunk(&mut self, r: &[f64], c: &[f64], rows: Option<TopkRows>) {
+        if !self.dtype.is_some_and(is_float_like) {
+            self.elements += r.len() as u64;
+            self.outside += r.iter().zip(c).filter(|(x, y)| x != y).count() as u64;
+            return;
+        }
+        self.add_floats(r, c);
+        if let Some(rows) = rows {
+            self.add_topk(r, c, rows);
+        }
     }
 
     /// The top-k axis for an output of this type and shape, if measured.
@@ -295,13 +348,9 @@ impl Accumulator {
         }
     }
 
-    fn add_topk(&mut self, r: &[f64], c: &[f64], shape: &[usize], axis: usize) {
-        let len = shape[axis];
-        let inner: usize = shape[axis + 1..].iter().product();
-        let outer: usize = shape[..axis].iter().product();
-        if len == 0 || inner == 0 {
-            return;
-        }
+    fn add_topk(&mut self, r: &[f64], c: &[f64], rows: TopkRows) {
+        let TopkRows { axis, len, inner } = rows;
+        let outer = r.len() / rows.block();
         self.topk_axis = Some(axis);
         for o in 0..outer {
             for i in 0..inner {
@@ -536,6 +585,32 @@ mod tests {
         ));
         assert!(matches!(
             metrics(&f, &t(&[1, 2], &[1.0, 2.0]), TOL, TopkAxis::Auto),
+            Err(MetricsError::Shape { .. })
+        ));
+    }
+
+    #[test]
+    fn chunks_give_the_metrics_of_the_whole() {
+        // Three rows of 6 logits, fed as one row then two: same metrics as one add.
+        let r: Vec<f32> = (0..18).map(|i| ((i * 7) % 11) as f32).collect();
+        let c: Vec<f32> = r
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x + (i % 4) as f32 * 0.3)
+            .collect();
+        let (rt, ct) = (t(&[3, 6], &r), t(&[3, 6], &c));
+        let whole = metrics(&rt, &ct, TOL, TopkAxis::Auto).unwrap();
+        let mut acc = Accumulator::new(TOL, TopkAxis::Auto);
+        let rows = acc
+            .begin((DataType::Float, &[3, 6]), (DataType::Float, &[3, 6]))
+            .unwrap();
+        assert_eq!(rows.map(|r| r.block()), Some(6));
+        let (r64, c64) = (rt.to_f64_vec().unwrap(), ct.to_f64_vec().unwrap());
+        acc.add_chunk(&r64[..6], &c64[..6], rows);
+        acc.add_chunk(&r64[6..], &c64[6..], rows);
+        assert_eq!(acc.finish(), whole);
+        assert!(matches!(
+            acc.begin((DataType::Float, &[3, 6]), (DataType::Float, &[6, 3])),
             Err(MetricsError::Shape { .. })
         ));
     }

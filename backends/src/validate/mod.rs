@@ -16,6 +16,7 @@ pub mod histogram;
 pub mod html;
 pub mod metrics;
 pub mod per_layer;
+pub mod stream;
 pub mod synthetic;
 pub mod thresholds;
 
@@ -28,7 +29,9 @@ use serde::Serialize;
 
 pub use histogram::Histogram;
 pub use html::{render_html, LayerPoint};
-pub use metrics::{Accumulator, ExactMetrics, FloatMetrics, Metrics, MetricsError, TopkAxis};
+pub use metrics::{
+    Accumulator, ExactMetrics, FloatMetrics, Metrics, MetricsError, TopkAxis, TopkRows,
+};
 pub use synthetic::{synthetic_inputs, Rng, SyntheticError, SyntheticSpec};
 pub use thresholds::{judge, Failure, Limits, ThresholdError, Thresholds};
 
@@ -166,16 +169,42 @@ impl Comparer {
 
     /// Adds one sample: the reference's outputs and the candidate's, matched by name.
     pub fn add_sample(&mut self, reference: &NamedValues, candidate: &NamedValues) {
-        self.samples += 1;
         let reference = flatten(reference);
         let candidate = flatten(candidate);
-        let cand_index: BTreeMap<&str, &Leaf> =
-            candidate.iter().map(|l| (l.name.as_str(), l)).collect();
+        let fed: Result<(), std::convert::Infallible> =
+            self.add_sample_with(&reference, &candidate, |r, c, acc| {
+                Ok(match (r.tensor, c.tensor) {
+                    (Some(r), Some(c)) => acc.add(r, c).err().map(mismatch),
+                    (None, None) => None,
+                    _ => Some((
+                        Status::TypeMismatch,
+                        format!(
+                            "kind differs: reference {}, candidate {}",
+                            r.describe(),
+                            c.describe()
+                        ),
+                    )),
+                })
+            });
+        let Ok(()) = fed;
+    }
+
+    /// Adds one sample of outputs of any form: matches them by name and, for each pair not
+    /// already mismatched, lets `feed` add it to the output's accumulator (returning the
+    /// mismatch, if any). `feed`'s error (a file that cannot be read) stops the sample.
+    pub(crate) fn add_sample_with<L: Described, E>(
+        &mut self,
+        reference: &[L],
+        candidate: &[L],
+        mut feed: impl FnMut(&L, &L, &mut Accumulator) -> Result<Option<(Status, String)>, E>,
+    ) -> Result<(), E> {
+        self.samples += 1;
+        let cand_index: BTreeMap<&str, &L> = candidate.iter().map(|l| (l.name(), l)).collect();
         let ref_names: std::collections::BTreeSet<&str> =
-            reference.iter().map(|l| l.name.as_str()).collect();
-        for leaf in &reference {
-            let other = cand_index.get(leaf.name.as_str()).copied();
-            let e = self.entry(&leaf.name);
+            reference.iter().map(|l| l.name()).collect();
+        for leaf in reference {
+            let other = cand_index.get(leaf.name()).copied();
+            let e = self.entry(leaf.name());
             e.reference.get_or_insert_with(|| leaf.describe());
             e.seen.0 = true;
             let Some(other) = other else { continue };
@@ -184,37 +213,14 @@ impl Comparer {
             if e.mismatch.is_some() {
                 continue;
             }
-            match (leaf.tensor, other.tensor) {
-                (Some(r), Some(c)) => {
-                    if let Err(err) = e.acc.add(r, c) {
-                        let status = match err {
-                            MetricsError::Shape { .. } => Status::ShapeMismatch,
-                            _ => Status::TypeMismatch,
-                        };
-                        e.mismatch = Some((status, err.to_string()));
-                    }
-                }
-                (None, None) => {}
-                _ => {
-                    e.mismatch = Some((
-                        Status::TypeMismatch,
-                        format!(
-                            "kind differs: reference {}, candidate {}",
-                            leaf.describe(),
-                            other.describe()
-                        ),
-                    ))
-                }
-            }
+            e.mismatch = feed(leaf, other, &mut e.acc)?;
         }
-        for leaf in candidate
-            .iter()
-            .filter(|l| !ref_names.contains(l.name.as_str()))
-        {
-            let e = self.entry(&leaf.name);
+        for leaf in candidate.iter().filter(|l| !ref_names.contains(l.name())) {
+            let e = self.entry(leaf.name());
             e.candidate.get_or_insert_with(|| leaf.describe());
             e.seen.1 = true;
         }
+        Ok(())
     }
 
     /// The report of every sample added.
@@ -277,6 +283,23 @@ pub fn compare(
     c.finish()
 }
 
+/// The status and text of a pair the accumulator refused.
+pub(crate) fn mismatch(err: MetricsError) -> (Status, String) {
+    let status = match err {
+        MetricsError::Shape { .. } => Status::ShapeMismatch,
+        _ => Status::TypeMismatch,
+    };
+    (status, err.to_string())
+}
+
+/// An output of one sample, as [`Comparer`] matches and describes it.
+pub(crate) trait Described {
+    /// The output's name.
+    fn name(&self) -> &str;
+    /// Its type and shape, as reports show it (`float32[1,10]`).
+    fn describe(&self) -> String;
+}
+
 /// A tensor-or-nothing leaf of an output value.
 struct Leaf<'a> {
     name: String,
@@ -284,7 +307,11 @@ struct Leaf<'a> {
     tensor: Option<&'a Tensor>,
 }
 
-impl Leaf<'_> {
+impl Described for Leaf<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     fn describe(&self) -> String {
         match self.tensor {
             Some(t) => Value::Tensor(t.clone()).describe(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_backends::runtime::Session;
 use kiln_backends::tensors;
-use kiln_backends::validate::{render_html, Comparer};
+use kiln_backends::validate::{render_html, stream, Comparer};
 use kiln_backends::NamedValues;
 
 use super::check::{self, CheckArgs, InputArgs};
@@ -105,6 +105,13 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
     }
     let mut comparer = Comparer::new(thresholds, topk);
     for i in 0..n {
+        // Two folders of .npy outputs are compared chunk by chunk, never held whole.
+        if let (Side::Outputs(sa), Side::Outputs(sb)) = (&a, &b) {
+            if stream::streamable(&sa[i]) && stream::streamable(&sb[i]) {
+                stream::add_saved_sample(&mut comparer, &sa[i], &sb[i])?;
+                continue;
+            }
+        }
         let ra = a.values(&args.a, i, &inputs)?;
         let rb = b.values(&args.b, i, &inputs)?;
         comparer.add_sample(&ra, &rb);

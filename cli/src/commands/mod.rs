@@ -1,5 +1,6 @@
 //! One module per subcommand; each parses its own arguments and returns an [`Outcome`].
 
+mod bench;
 mod check;
 mod convert;
 mod diff;
@@ -27,6 +28,8 @@ pub enum Command {
     Validate(validate::Args),
     /// Compare two models, a model and saved outputs, or two saved outputs.
     Diff(diff::Args),
+    /// Time a model in ONNX Runtime (p50/p90/p99, mean, peak memory), or two alternately.
+    Bench(bench::Args),
 }
 
 /// How a command that did not fail ended.
@@ -56,5 +59,6 @@ pub fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Optimize(args) => optimize::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
