@@ -39,24 +39,7 @@ pub fn create_parent(output: &Path) -> Result<(), CliError> {
 /// Writes a small text file (a report) atomically: a temporary file beside it, then a rename.
 pub fn write_text(path: &Path, text: &str) -> Result<(), CliError> {
     create_parent(path)?;
-    let io = |source| CliError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
-    // The temporary file is private (0600); a report is for others to read too.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(io)?;
-    }
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    // Same temporary names as model saves, so a killed run's leftovers are cleaned up too.
+    kiln_proto::write_file(path, text.as_bytes())?;
     Ok(())
 }

@@ -1,5 +1,9 @@
 //! Writing files so that readers see the old file or the complete new one, never a half:
 //! a temporary file in the destination folder, fsync, rename into place.
+//!
+//! Temporary files are named `.kiln-<pid>-<random>.tmp` and locked while being written. A
+//! process killed mid-write leaves its temporary file behind; the next save into that folder
+//! removes it (see `remove_stale`), never touching one that a live writer still holds.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -29,8 +33,10 @@ impl PendingFile {
     /// Creates the temporary file in `dest`'s folder, so the final rename stays on one
     /// file system and is atomic.
     pub(crate) fn create(dest: &Path) -> Result<Self, ProtoError> {
+        remove_stale(folder_of(dest));
+        let prefix = format!("{TMP_PREFIX}{}-", std::process::id());
         let mut builder = tempfile::Builder::new();
-        builder.prefix(".kiln-").suffix(".tmp");
+        builder.prefix(&prefix).suffix(TMP_SUFFIX);
         // NamedTempFile defaults to 0600; a saved model should get the usual 0666 & ~umask.
         #[cfg(unix)]
         {
@@ -44,6 +50,10 @@ impl PendingFile {
                 action: "cannot create a temporary file next to",
                 source,
             })?;
+        // The lock tells `remove_stale` in other processes that this file is being written;
+        // the kernel drops it when the process dies, however it dies. Best effort: a file
+        // system without locks just keeps its stale files.
+        let _ = tmp.as_file().try_lock();
         Ok(Self {
             dest: dest.to_path_buf(),
             tmp,
@@ -79,6 +89,71 @@ impl PendingFile {
         sync_folder(folder_of(&dest));
         Ok(())
     }
+}
+
+/// Start and end of the temporary files' names.
+const TMP_PREFIX: &str = ".kiln-";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// The pid in a temporary file name `.kiln-<pid>-<random>.tmp`; `None` for other names.
+fn tmp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(TMP_PREFIX)?.strip_suffix(TMP_SUFFIX)?;
+    let (pid, random) = rest.split_once('-')?;
+    if random.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` may still be running. Where `/proc` is missing this cannot be
+/// known from the pid, so the answer is "no" and the lock decides alone.
+fn may_be_alive(pid: u32) -> bool {
+    pid == std::process::id()
+        || (Path::new("/proc/self").exists() && Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes temporary files that killed Kiln processes left in `folder`.
+///
+/// A file goes only when its owner's pid is not running (pids are read from `/proc`, so a
+/// reused pid keeps a stale file rather than losing a live one) and its write lock can be
+/// taken (which also protects writers in another pid namespace sharing the folder). Errors
+/// are ignored: cleaning up is a courtesy, never a reason to fail a save.
+pub(crate) fn remove_stale(folder: &Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(tmp_owner) else {
+            continue;
+        };
+        if may_be_alive(pid) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file beside it, fsync, rename), with
+/// permissions `0666 & ~umask`; for reports and other small outputs.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ProtoError> {
+    let mut pending = PendingFile::create(path)?;
+    pending
+        .file()
+        .write_all(bytes)
+        .map_err(|source| ProtoError::Io {
+            path: path.to_path_buf(),
+            action: "cannot write",
+            source,
+        })?;
+    pending.sync()?;
+    pending.commit()
 }
 
 /// Makes a rename durable. Best effort: some platforms cannot open folders for syncing.
@@ -298,6 +373,69 @@ mod tests {
         pending.file().write_all(b"half").unwrap();
         drop(pending);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A pid no process has: a child that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn temp_names_carry_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pending = PendingFile::create(&dir.path().join("m.onnx")).unwrap();
+        pending.file().write_all(b"x").unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert_eq!(tmp_owner(&names[0]), Some(std::process::id()), "{names:?}");
+        assert_eq!(tmp_owner(".kiln-12-.tmp"), None);
+        assert_eq!(tmp_owner(".kiln-x-ab.tmp"), None);
+        assert_eq!(tmp_owner("model.onnx"), None);
+    }
+
+    #[test]
+    fn stale_temp_of_a_dead_process_is_removed_on_the_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(format!(".kiln-{}-abc123.tmp", dead_pid()));
+        std::fs::write(&stale, b"half a model").unwrap();
+        let other = dir.path().join(".kiln-notapid.tmp");
+        std::fs::write(&other, b"not ours").unwrap();
+        write_file(&dir.path().join("m.onnx"), b"model").unwrap();
+        assert!(!stale.exists(), "stale temp file left behind");
+        assert!(
+            other.exists(),
+            "a file of another naming pattern was removed"
+        );
+        assert_eq!(std::fs::read(dir.path().join("m.onnx")).unwrap(), b"model");
+    }
+
+    #[test]
+    fn temps_of_live_or_locked_writers_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid 1 is always running; our own pid is running too.
+        let live = dir.path().join(".kiln-1-abc123.tmp");
+        let own = dir
+            .path()
+            .join(format!(".kiln-{}-abc123.tmp", std::process::id()));
+        // A dead pid whose file is locked: a writer in another pid namespace.
+        let locked = dir.path().join(format!(".kiln-{}-abc123.tmp", dead_pid()));
+        for p in [&live, &own, &locked] {
+            std::fs::write(p, b"in progress").unwrap();
+        }
+        let holder = File::open(&locked).unwrap();
+        holder.try_lock().unwrap();
+        remove_stale(dir.path());
+        assert!(live.exists() && own.exists() && locked.exists());
+        drop(holder);
+        remove_stale(dir.path());
+        assert!(!locked.exists(), "unlocked temp of a dead pid was kept");
+        assert!(live.exists() && own.exists());
     }
 
     #[test]
