@@ -20,6 +20,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // ONNX Runtime 1.31's telemetry starts while its environment is created, before
+    // `DisableTelemetryEvents` can run: it writes a device id to ~/.cache/Microsoft and sends a
+    // process event. Only this variable stops it; set here, before any thread exists, unless
+    // the user chose a value.
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
