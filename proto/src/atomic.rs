@@ -127,17 +127,23 @@ pub(crate) fn remove_stale(folder: &Path) {
         let Some(pid) = name.to_str().and_then(tmp_owner) else {
             continue;
         };
-        if may_be_alive(pid) || !entry.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(file) = File::open(&path) else {
-            continue;
-        };
-        if file.try_lock().is_ok() {
-            let _ = std::fs::remove_file(&path);
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            remove_if_abandoned(&entry.path(), pid);
         }
     }
+}
+
+/// Removes the temporary file `path` written by process `pid` if that process is gone: its
+/// pid is not running and the file's write lock can be taken (see `remove_stale`). For other
+/// writers' naming schemes; returns whether the file was removed.
+pub fn remove_if_abandoned(path: &Path, pid: u32) -> bool {
+    if may_be_alive(pid) {
+        return false;
+    }
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    file.try_lock().is_ok() && std::fs::remove_file(path).is_ok()
 }
 
 /// Writes `bytes` to `path` atomically (temporary file beside it, fsync, rename), with

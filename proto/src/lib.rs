@@ -27,7 +27,7 @@ pub mod onnx {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use atomic::write_file;
+pub use atomic::{remove_if_abandoned, write_file};
 pub use error::{ExternalDataError, ProtoError};
 pub use external::{check_location, ExternalFile, MappedFiles};
 pub use load::{decode_model, load_model, LoadedModel};

@@ -55,6 +55,7 @@ impl Staged {
         let file_name = dest
             .file_name()
             .map_or_else(|| "out".to_string(), |n| n.to_string_lossy().into_owned());
+        remove_stale(&dir);
         let tmp = dir.join(format!(
             ".{file_name}.{}-{}.kiln-tmp",
             std::process::id(),
@@ -65,6 +66,9 @@ impl Staged {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| TensorFileError::io(dest, e))?;
+        // Tells `remove_stale` in other processes that this file is live; the kernel drops
+        // the lock when the process dies. Best effort, as some file systems have no locks.
+        let _ = file.try_lock();
         // From here on the guard removes the temporary file on any failure.
         let staged = Staged {
             tmp,
@@ -95,10 +99,80 @@ impl Drop for Staged {
     }
 }
 
+/// The pid in a staged file's name `.<file>.<pid>-<n>.kiln-tmp`; `None` for other names.
+fn staged_owner(name: &str) -> Option<u32> {
+    let stem = name.strip_prefix('.')?.strip_suffix(".kiln-tmp")?;
+    let (_, tail) = stem.rsplit_once('.')?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes staged files that killed processes left in `dir` (see
+/// [`kiln_proto::remove_if_abandoned`]: never one whose writer may still be running).
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if let Some(pid) = name.to_str().and_then(staged_owner) {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                kiln_proto::remove_if_abandoned(&entry.path(), pid);
+            }
+        }
+    }
+}
+
 /// Writes `dest` atomically: a temporary file in the same folder, then a rename.
 pub(crate) fn write_atomic(
     dest: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<(), TensorFileError> {
     Staged::write(dest, write)?.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid no process has: a child that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn staged_names_carry_the_pid() {
+        assert_eq!(staged_owner(".out.npz.123-4.kiln-tmp"), Some(123));
+        assert_eq!(staged_owner(".a.b.7-0.kiln-tmp"), Some(7));
+        assert_eq!(staged_owner("out.npz"), None);
+        assert_eq!(staged_owner(".x.kiln-tmp"), None);
+        assert_eq!(staged_owner(".x.12-y.kiln-tmp"), None);
+    }
+
+    #[test]
+    fn a_killed_writers_staged_file_goes_on_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(format!(".o.npy.{}-0.kiln-tmp", dead_pid()));
+        let live = dir.path().join(".o.npy.1-0.kiln-tmp");
+        let own = dir
+            .path()
+            .join(format!(".p.npy.{}-99.kiln-tmp", std::process::id()));
+        for p in [&stale, &live, &own] {
+            fs::write(p, b"half").unwrap();
+        }
+        write_atomic(&dir.path().join("o.npy"), |w| {
+            std::io::Write::write_all(w, b"done")
+        })
+        .unwrap();
+        assert!(!stale.exists(), "stale staged file left behind");
+        assert!(
+            live.exists() && own.exists(),
+            "a live writer's file was removed"
+        );
+        assert_eq!(fs::read(dir.path().join("o.npy")).unwrap(), b"done");
+    }
 }
