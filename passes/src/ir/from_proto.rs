@@ -108,6 +108,7 @@ fn convert<'a>(
     gp: &'a GraphProto,
     ancestors: &[&Scope<'a>],
 ) -> Result<(Graph, Vec<String>), IrError> {
+    check_depth(ancestors.len())?;
     let mut graph = Graph::new(&gp.name);
     graph.doc_string = gp.doc_string.clone();
     graph.metadata_props = gp.metadata_props.clone();
@@ -286,6 +287,26 @@ fn convert<'a>(
         graph, captured, ..
     } = body;
     Ok((graph, captured))
+}
+
+/// Stops recursion into subgraphs before the stack does (a model built in memory never went
+/// through the loader's wire scan, which enforces the same limit).
+fn check_depth(depth: usize) -> Result<(), IrError> {
+    if depth == 0 {
+        return Ok(());
+    }
+    let limit = kiln_proto::Limits::from_env()
+        .unwrap_or_default()
+        .max_subgraph_depth;
+    if depth as u64 <= limit {
+        return Ok(());
+    }
+    Err(IrError::Malformed(format!(
+        "a subgraph nesting depth of more than {limit} exceeds the limit of {limit} \
+         (raise it with {}={})",
+        kiln_proto::limits::ENV_SUBGRAPH_DEPTH,
+        limit.saturating_mul(2).max(1)
+    )))
 }
 
 /// Puts each value_info entry's type on the value it names; keeps the rest as leftovers.
