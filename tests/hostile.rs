@@ -454,7 +454,7 @@ fn millions_of_nodes() {
         &path,
         &[],
         &[
-            "a node count of 6000000 exceeds the limit of 5000000",
+            "a node count of 6000000 exceeds the limit of 1000000",
             "(raise it with KILN_MAX_NODES=6000000)",
         ],
     );

@@ -48,7 +48,9 @@ impl Default for Limits {
             max_tensor_bytes: 16 << 30,
             max_decoded_bytes: 4 << 30,
             max_string_bytes: 64 << 20,
-            max_nodes: 5_000_000,
+            // Decoded and built into Kiln's graph a node costs about 1.2 KB: a million nodes is
+            // about 1.2 GB, an order of magnitude more than the largest real exports.
+            max_nodes: 1_000_000,
             // Protobuf decoding itself stops at 100 nested messages (about 30 subgraph
             // levels), so a higher default could never be reached from a file.
             max_subgraph_depth: 16,
