@@ -66,6 +66,25 @@ pub enum ProtoError {
         hint: &'static str,
     },
 
+    /// The model declares more than a resource limit allows; `message` names the limit and
+    /// the variable that raises it.
+    #[error("{}: {message}", path.display())]
+    Limit {
+        /// The model file.
+        path: PathBuf,
+        /// "… exceeds the limit of N (raise it with KILN_MAX_…=M)".
+        message: String,
+    },
+
+    /// A `KILN_MAX_*` environment variable is not a whole number.
+    #[error("environment variable {env} is '{value}', not a whole number")]
+    BadLimit {
+        /// The variable.
+        env: &'static str,
+        /// Its value.
+        value: String,
+    },
+
     /// The model or the save options ask for something that cannot be written.
     #[error("{}: cannot save: {reason}", path.display())]
     Save {

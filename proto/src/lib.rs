@@ -15,6 +15,7 @@
 mod atomic;
 mod error;
 mod external;
+pub mod limits;
 mod load;
 mod save;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub mod onnx {
 pub use atomic::{remove_if_abandoned, write_file};
 pub use error::{ExternalDataError, ProtoError};
 pub use external::{check_location, ExternalFile, MappedFiles};
+pub use limits::Limits;
 pub use load::{decode_model, load_model, LoadedModel};
 pub use save::{
     encode_model, save_loaded, save_model, save_model_with_sources, ExternalData, SaveOptions,

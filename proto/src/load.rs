@@ -9,6 +9,7 @@ use prost::Message;
 
 use crate::error::ProtoError;
 use crate::external::{resolve_external_data, ExternalFile, Mapped, MappedFiles};
+use crate::limits::{self, Limits};
 use crate::onnx::ModelProto;
 
 /// A decoded model with its external data resolved into `raw_data` slices of memory maps.
@@ -78,17 +79,18 @@ fn decode_with_sources(
     origin: &Path,
     mut sources: MappedFiles,
 ) -> Result<LoadedModel, ProtoError> {
+    let limits = Limits::from_env()?;
+    // Measure before believing: counts and depth come from the wire, before prost allocates.
+    limits.check_counts(&limits::scan(&bytes, &limits), origin)?;
     // Decoding from `Bytes` makes every bytes field a slice of it: no payload is copied.
-    let mut model = ModelProto::decode(bytes).map_err(|source| ProtoError::Decode {
-        path: origin.to_path_buf(),
-        source,
-    })?;
+    let mut model = ModelProto::decode(bytes).map_err(|source| decode_error(origin, source))?;
     check_is_model(&model, origin)?;
     let folder = match origin.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
     let external_files = resolve_external_data(&mut model, folder, origin, &mut sources)?;
+    limits::check_tensors(&model, origin, &limits)?;
     Ok(LoadedModel {
         model,
         path: origin.to_path_buf(),
@@ -110,4 +112,20 @@ fn check_is_model(model: &ModelProto, path: &Path) -> Result<(), ProtoError> {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     })
+}
+
+/// prost's nesting limit is fixed at 100 messages; say so instead of "recursion limit reached".
+fn decode_error(path: &Path, source: prost::DecodeError) -> ProtoError {
+    if source.to_string().contains("recursion limit") {
+        return ProtoError::Limit {
+            path: path.to_path_buf(),
+            message: "messages nested deeper than the protobuf decoder's fixed limit of 100 \
+                      (about 30 nested subgraphs); this limit cannot be raised"
+                .to_string(),
+        };
+    }
+    ProtoError::Decode {
+        path: path.to_path_buf(),
+        source,
+    }
 }

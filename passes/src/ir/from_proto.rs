@@ -108,6 +108,7 @@ fn convert<'a>(
     gp: &'a GraphProto,
     ancestors: &[&Scope<'a>],
 ) -> Result<(Graph, Vec<String>), IrError> {
+    check_depth(ancestors.len())?;
     let mut graph = Graph::new(&gp.name);
     graph.doc_string = gp.doc_string.clone();
     graph.metadata_props = gp.metadata_props.clone();
@@ -286,6 +287,26 @@ fn convert<'a>(
         graph, captured, ..
     } = body;
     Ok((graph, captured))
+}
+
+/// Stops recursion into subgraphs before the stack does (a model built in memory never went
+/// through the loader's wire scan, which enforces the same limit).
+fn check_depth(depth: usize) -> Result<(), IrError> {
+    if depth == 0 {
+        return Ok(());
+    }
+    let limit = kiln_proto::Limits::from_env()
+        .unwrap_or_default()
+        .max_subgraph_depth;
+    if depth as u64 <= limit {
+        return Ok(());
+    }
+    Err(IrError::Malformed(format!(
+        "a subgraph nesting depth of more than {limit} exceeds the limit of {limit} \
+         (raise it with {}={})",
+        kiln_proto::limits::ENV_SUBGRAPH_DEPTH,
+        limit.saturating_mul(2).max(1)
+    )))
 }
 
 /// Puts each value_info entry's type on the value it names; keeps the rest as leftovers.
@@ -632,4 +653,52 @@ fn same_tensor(a: &TensorProto, b: &TensorProto) -> bool {
 
 fn bits_eq<T: Copy>(a: &[T], b: &[T], bits: impl Fn(T) -> u64) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| bits(x) == bits(y))
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use kiln_proto::onnx::attribute_proto::AttributeType;
+    use kiln_proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto};
+
+    use crate::ir::Model;
+
+    /// `depth` If nodes, each the then_branch of the one above.
+    fn nested(depth: usize) -> ModelProto {
+        let mut g = GraphProto::default();
+        for _ in 0..depth {
+            g = GraphProto {
+                node: vec![NodeProto {
+                    op_type: "If".into(),
+                    attribute: vec![AttributeProto {
+                        name: "then_branch".into(),
+                        r#type: AttributeType::Graph as i32,
+                        g: Some(g),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+        }
+        ModelProto {
+            ir_version: 8,
+            graph: Some(g),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_model_built_in_memory_meets_the_depth_limit() {
+        // The default (16) unless KILN_MAX_SUBGRAPH_DEPTH is set where the tests run.
+        let limit = kiln_proto::Limits::from_env().unwrap().max_subgraph_depth as usize;
+        assert!(Model::from_proto(&nested(limit)).is_ok());
+        let err = Model::from_proto(&nested(limit + 1))
+            .unwrap_err()
+            .to_string();
+        let expect = format!(
+            "exceeds the limit of {limit} (raise it with KILN_MAX_SUBGRAPH_DEPTH={})",
+            2 * limit
+        );
+        assert!(err.contains(&expect), "{err}");
+    }
 }

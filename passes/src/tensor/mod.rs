@@ -32,7 +32,7 @@ pub enum TensorError {
     #[error("negative dimension in shape {0:?}")]
     NegativeDim(Vec<i64>),
     /// The dims multiply past [`MAX_ELEMENTS`].
-    #[error("shape {dims:?} has more than {limit} elements (2^40)")]
+    #[error("shape {dims:?} has more than {limit} elements (2^40), a fixed limit")]
     TooManyElements {
         /// The declared dims.
         dims: Vec<i64>,
