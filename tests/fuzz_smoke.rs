@@ -63,6 +63,10 @@ fn evaluator_corpus() {
 #[test]
 fn evaluator_op_list_is_the_evaluators() {
     for op in fuzz_bodies::EVAL_OPS {
-        assert_eq!(kiln_passes::eval::is_supported(op), *op != "Unknown", "{op}");
+        assert_eq!(
+            kiln_passes::eval::is_supported(op),
+            *op != "Unknown",
+            "{op}"
+        );
     }
 }

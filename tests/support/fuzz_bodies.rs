@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use arbitrary::{Result as ArbResult, Unstructured};
 use bytes::Bytes;
-use kiln_backends::tensors::{npy::read_npy_from, pb::decode_pb, npz::read_npz_from, ValueKind};
+use kiln_backends::tensors::{npy::read_npy_from, npz::read_npz_from, pb::decode_pb, ValueKind};
 use kiln_backends::validate::Thresholds;
 use kiln_passes::eval::{evaluate_with, EvalOptions};
 use kiln_passes::ir::{AttrValue, Attribute, Model};
 use kiln_passes::tensor::{DataType, Tensor};
 use kiln_proto::onnx::{
-    tensor_proto::DataLocation, GraphProto, ModelProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto,
+    tensor_proto::DataLocation, GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto,
 };
 use kiln_proto::{decode_model, LoadedModel};
 use prost::Message;
@@ -121,7 +121,11 @@ fn check_confined(loaded: &LoadedModel, folder: &Path) {
         return;
     };
     for t in &graph.initializer {
-        assert_ne!(t.data_location, DataLocation::External as i32, "left unresolved");
+        assert_ne!(
+            t.data_location,
+            DataLocation::External as i32,
+            "left unresolved"
+        );
         if let Some((path, offset)) = loaded.sources().locate(&t.raw_data) {
             let len = std::fs::metadata(path).map_or(0, |m| m.len());
             assert!(offset + t.raw_data.len() as u64 <= len, "slice past end");
@@ -211,20 +215,97 @@ pub fn tensor_files(data: &[u8]) {
 /// Every operator the evaluator implements (checked against `is_supported` by a test), and
 /// one it does not.
 pub const EVAL_OPS: &[&str] = &[
-    "Add", "Sub", "Mul", "Div", "Mod", "Pow", "Equal", "Less", "Greater", "LessOrEqual",
-    "GreaterOrEqual", "And", "Or", "Xor", "Max", "Min", "Sum", "Mean", "Neg", "Abs", "Sign",
-    "Relu", "Sqrt", "Reciprocal", "Exp", "Log", "Floor", "Ceil", "Round", "Erf", "Sigmoid",
-    "Tanh", "Sin", "Cos", "Not", "IsNaN", "IsInf", "Where", "Clip", "Shape", "Size",
-    "Identity", "Reshape", "Flatten", "Unsqueeze", "Squeeze", "ConstantOfShape", "Range",
-    "Transpose", "Concat", "Split", "Slice", "Gather", "Tile", "Expand", "Cast", "CastLike",
-    "MatMul", "Gemm", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Mod",
+    "Pow",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "Neg",
+    "Abs",
+    "Sign",
+    "Relu",
+    "Sqrt",
+    "Reciprocal",
+    "Exp",
+    "Log",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Erf",
+    "Sigmoid",
+    "Tanh",
+    "Sin",
+    "Cos",
+    "Not",
+    "IsNaN",
+    "IsInf",
+    "Where",
+    "Clip",
+    "Shape",
+    "Size",
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Unsqueeze",
+    "Squeeze",
+    "ConstantOfShape",
+    "Range",
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "Tile",
+    "Expand",
+    "Cast",
+    "CastLike",
+    "MatMul",
+    "Gemm",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
     "Unknown",
 ];
 
 const ATTR_NAMES: &[&str] = &[
-    "axis", "axes", "perm", "keepdims", "to", "transA", "transB", "alpha", "beta", "split",
-    "num_outputs", "noop_with_empty_axes", "min", "max", "fmod", "start", "end", "value",
-    "allowzero", "batch_dims", "saturate", "detect_negative", "detect_positive",
+    "axis",
+    "axes",
+    "perm",
+    "keepdims",
+    "to",
+    "transA",
+    "transB",
+    "alpha",
+    "beta",
+    "split",
+    "num_outputs",
+    "noop_with_empty_axes",
+    "min",
+    "max",
+    "fmod",
+    "start",
+    "end",
+    "value",
+    "allowzero",
+    "batch_dims",
+    "saturate",
+    "detect_negative",
+    "detect_positive",
 ];
 
 const DTYPES: &[DataType] = &[
@@ -307,7 +388,17 @@ fn small_int(u: &mut Unstructured) -> ArbResult<i64> {
 }
 
 fn some_float(u: &mut Unstructured) -> ArbResult<f32> {
-    let pool = [0.0, 1.0, -1.0, 0.5, 2.0, f32::NAN, f32::INFINITY, -f32::INFINITY, 1e30];
+    let pool = [
+        0.0,
+        1.0,
+        -1.0,
+        0.5,
+        2.0,
+        f32::NAN,
+        f32::INFINITY,
+        -f32::INFINITY,
+        1e30,
+    ];
     if u.ratio(1, 4)? {
         u.arbitrary()
     } else {
@@ -360,7 +451,12 @@ pub fn evaluator(data: &[u8]) {
     };
     if let Ok(Some(outs)) = evaluate_with(case.op, "", case.opset, &case.attrs, &inputs, options) {
         for out in outs {
-            assert!(out.len() <= EVAL_MAX_ELEMENTS, "{} returned {} elements", case.op, out.len());
+            assert!(
+                out.len() <= EVAL_MAX_ELEMENTS,
+                "{} returned {} elements",
+                case.op,
+                out.len()
+            );
         }
     }
 }
