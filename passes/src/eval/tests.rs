@@ -470,6 +470,19 @@ fn split_by_sizes_by_output_count_and_num_outputs() {
 }
 
 #[test]
+fn split_refuses_negative_or_huge_counts_and_sizes() {
+    // Fuzz finding (evaluator): num_outputs = -1 became usize::MAX and overflowed a Vec.
+    let x = i64s(&[1, 2, 3]);
+    for n in [-1, i64::MIN, 4, i64::MAX] {
+        let e = try_run("Split", 18, &[("num_outputs", int(n))], &[Some(&x)]).unwrap_err();
+        assert!(e.to_string().contains("num_outputs"), "{e}");
+    }
+    // Sizes whose sum wraps around to the axis length.
+    let sizes = i64s(&[i64::MAX, i64::MAX, 5]);
+    assert!(try_run("Split", 13, &[], &[Some(&x), Some(&sizes)]).is_err());
+}
+
+#[test]
 fn range_counts_like_onnx_runtime() {
     let r = run(
         "Range",
