@@ -483,6 +483,19 @@ fn split_refuses_negative_or_huge_counts_and_sizes() {
 }
 
 #[test]
+fn empty_results_with_huge_other_axes_are_refused() {
+    // Fuzz finding (evaluator): Tile of an empty tensor to [0, 2^63] passed the element cap
+    // (0 elements) and then panicked in ndarray, whose shapes must index within isize.
+    let empty = t::<i64>(&[0, 2], vec![]);
+    let reps = i64s(&[1, 1 << 62]);
+    let e = try_run("Tile", 13, &[], &[Some(&empty), Some(&reps)]).unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
+    // Empty results with modest axes still evaluate.
+    let r = run("Tile", 13, &[], &[&empty, &i64s(&[1, 3])]);
+    assert_eq!(r.shape(), &[0, 6]);
+}
+
+#[test]
 fn range_counts_like_onnx_runtime() {
     let r = run(
         "Range",
