@@ -80,7 +80,20 @@ impl<'a> Ctx<'a> {
 
     /// Refuses a result shape over the size cap.
     pub fn check(&self, shape: &[usize]) -> Result<(), EvalError> {
-        self.check_count(shape.iter().map(|&d| d as u128).product())
+        // ndarray panics on a shape whose non-zero lengths multiply past isize::MAX even
+        // when another axis is zero (an empty result), so that is refused here first.
+        // Saturating: a few lengths near usize::MAX overflow even u128.
+        let nonzero = shape
+            .iter()
+            .filter(|&&d| d != 0)
+            .fold(1u128, |acc, &d| acc.saturating_mul(d as u128));
+        if nonzero > isize::MAX as u128 {
+            return Err(invalid!(
+                "{}: result shape {shape:?} is too large to index",
+                self.op
+            ));
+        }
+        self.check_count(if shape.contains(&0) { 0 } else { nonzero })
     }
 
     /// Refuses a result of `elements` elements over the size cap.

@@ -159,14 +159,28 @@ fn split(ctx: &Ctx, pos: ArrayD<usize>) -> Result<Option<Vec<ArrayD<usize>>>, Ev
         ctx.int_input(1)?
     } {
         Some(s) => {
-            if s.iter().any(|&v| v < 0) || s.iter().sum::<i64>() != dim as i64 {
+            // Checked: sizes near i64::MAX would wrap (or panic) in a plain sum.
+            let total = s.iter().try_fold(0i64, |acc, &v| acc.checked_add(v));
+            if s.iter().any(|&v| v < 0) || total != Some(dim as i64) {
                 return Err(invalid!("Split: sizes {s:?} do not sum to {dim}"));
             }
             s.iter().map(|&v| v as usize).collect()
         }
         None => {
             let n = match ctx.attr("num_outputs").and_then(|a| a.as_int()) {
-                Some(n) if ctx.opset >= 18 => n as usize,
+                Some(n) if ctx.opset >= 18 => {
+                    // The attribute is the model's word, not a count of declared outputs:
+                    // a negative or huge value must not size an allocation.
+                    match usize::try_from(n) {
+                        Ok(n) if n <= dim.max(1) => n,
+                        _ => {
+                            return Err(invalid!(
+                                "Split: num_outputs {n} is not between 1 and the {dim} \
+                                 elements of axis {axis}"
+                            ))
+                        }
+                    }
+                }
                 _ => match ctx.options.num_outputs {
                     Some(n) => n,
                     None => return Ok(None),

@@ -470,6 +470,32 @@ fn split_by_sizes_by_output_count_and_num_outputs() {
 }
 
 #[test]
+fn split_refuses_negative_or_huge_counts_and_sizes() {
+    // Fuzz finding (evaluator): num_outputs = -1 became usize::MAX and overflowed a Vec.
+    let x = i64s(&[1, 2, 3]);
+    for n in [-1, i64::MIN, 4, i64::MAX] {
+        let e = try_run("Split", 18, &[("num_outputs", int(n))], &[Some(&x)]).unwrap_err();
+        assert!(e.to_string().contains("num_outputs"), "{e}");
+    }
+    // Sizes whose sum wraps around to the axis length.
+    let sizes = i64s(&[i64::MAX, i64::MAX, 5]);
+    assert!(try_run("Split", 13, &[], &[Some(&x), Some(&sizes)]).is_err());
+}
+
+#[test]
+fn empty_results_with_huge_other_axes_are_refused() {
+    // Fuzz finding (evaluator): Tile of an empty tensor to [0, 2^63] passed the element cap
+    // (0 elements) and then panicked in ndarray, whose shapes must index within isize.
+    let empty = t::<i64>(&[0, 2], vec![]);
+    let reps = i64s(&[1, 1 << 62]);
+    let e = try_run("Tile", 13, &[], &[Some(&empty), Some(&reps)]).unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
+    // Empty results with modest axes still evaluate.
+    let r = run("Tile", 13, &[], &[&empty, &i64s(&[1, 3])]);
+    assert_eq!(r.shape(), &[0, 6]);
+}
+
+#[test]
 fn range_counts_like_onnx_runtime() {
     let r = run(
         "Range",
