@@ -3,26 +3,13 @@
 //! saved-output folders large enough to be streamed in several chunks, with a known answer.
 
 use std::path::Path;
-use std::process::Command;
 
 use kiln_backends::tensors::write_values;
 use kiln_backends::validate::stream::CHUNK_ELEMENTS;
 use kiln_backends::Value;
 use kiln_passes::tensor::Tensor;
-use kiln_tests::{kiln_bin, repo_root};
+use kiln_tests::{kiln, repo_root};
 use serde_json::Value as Json;
-
-/// Runs kiln; returns the exit code, stdout and stderr.
-fn kiln(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(kiln_bin()).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
-}
 
 fn tiny_cnn() -> String {
     repo_root()

@@ -4,30 +4,17 @@
 //! the JSON report carries the histogram with known counts.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln_proto::onnx::{
     tensor_proto, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use kiln_proto::SaveOptions;
-use kiln_tests::{kiln_bin, repo_root};
+use kiln_tests::{kiln, repo_root};
 use prost::Message;
 use serde_json::Value as Json;
 
 const HOSTILE: &str = "<script>alert(1)</script>";
-
-/// Runs kiln; returns the exit code, stdout and stderr.
-fn kiln(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(kiln_bin()).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
-}
 
 fn s(p: &Path) -> String {
     p.display().to_string()

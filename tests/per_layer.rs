@@ -4,22 +4,8 @@
 //! model has no jump there; rows follow the reference's topological order; identical models
 //! give SQNR inf everywhere and no jump.
 
-use std::process::Command;
-
-use kiln_tests::{kiln_bin, repo_root};
+use kiln_tests::{kiln, repo_root};
 use serde_json::Value as Json;
-
-/// Runs kiln; returns the exit code, stdout and stderr.
-fn kiln(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(kiln_bin()).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
-}
 
 fn model(name: &str) -> String {
     repo_root()

@@ -46,3 +46,19 @@ pub fn kiln_bin() -> PathBuf {
     });
     bin
 }
+
+/// Runs the `kiln` binary; returns the exit code (-1 if killed by a signal), stdout and stderr.
+/// A panic message on stderr fails the calling test: bad input must never panic.
+pub fn kiln(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(kiln_bin())
+        .args(args)
+        .output()
+        .expect("run the kiln binary");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
