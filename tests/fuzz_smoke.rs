@@ -62,7 +62,7 @@ fn evaluator_corpus() {
 
 #[test]
 fn evaluator_op_list_is_the_evaluators() {
-    for op in fuzz_bodies::EVAL_OPS {
+    for op in fuzz_bodies::eval_ops() {
         assert_eq!(
             kiln_passes::eval::is_supported(op),
             *op != "Unknown",

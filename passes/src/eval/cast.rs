@@ -13,9 +13,12 @@ use super::scalar::Elem;
 use super::{Ctx, EvalError, Out};
 use crate::tensor::DataType;
 
+/// The operators this module evaluates.
+pub(crate) const OPS: &[&str] = &["Cast", "CastLike"];
+
 /// True for the operators this module evaluates.
 pub(crate) fn supports(op: &str) -> bool {
-    matches!(op, "Cast" | "CastLike")
+    OPS.contains(&op)
 }
 
 pub(crate) fn eval(ctx: &Ctx) -> Out {

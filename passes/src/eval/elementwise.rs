@@ -29,13 +29,14 @@ const UNARY_REAL: &[&str] = &[
 ];
 const OTHER: &[&str] = &["Not", "IsNaN", "IsInf", "Where", "Clip"];
 
+/// The operators this module evaluates, by kind.
+pub(crate) const OPS: [&[&str]; 7] = [
+    BINARY, COMPARE, LOGIC, VARIADIC, UNARY_ANY, UNARY_REAL, OTHER,
+];
+
 /// True for the operators this module evaluates.
 pub(crate) fn supports(op: &str) -> bool {
-    [
-        BINARY, COMPARE, LOGIC, VARIADIC, UNARY_ANY, UNARY_REAL, OTHER,
-    ]
-    .iter()
-    .any(|list| list.contains(&op))
+    OPS.iter().any(|list| list.contains(&op))
 }
 
 pub(crate) fn eval(ctx: &Ctx) -> Out {

@@ -15,9 +15,12 @@ use super::{Ctx, EvalError, Out};
 /// Most multiply-adds one evaluation may cost, per allowed output element.
 const WORK_PER_ELEMENT: u128 = 1024;
 
+/// The operators this module evaluates.
+pub(crate) const OPS: &[&str] = &["MatMul", "Gemm"];
+
 /// True for the operators this module evaluates.
 pub(crate) fn supports(op: &str) -> bool {
-    matches!(op, "MatMul" | "Gemm")
+    OPS.contains(&op)
 }
 
 pub(crate) fn eval(ctx: &Ctx) -> Out {

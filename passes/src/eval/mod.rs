@@ -109,6 +109,21 @@ pub fn evaluate_with(
 /// What a kernel returns.
 pub(crate) type Out = Result<Option<Vec<Tensor>>, EvalError>;
 
+/// Every operator [`evaluate`] implements (in some form) in the default domain.
+pub fn supported_ops() -> Vec<&'static str> {
+    let mut ops: Vec<&'static str> = elementwise::OPS.concat();
+    for family in [
+        shape_ops::OPS,
+        movement::OPS,
+        cast::OPS,
+        linalg::OPS,
+        reduce::OPS,
+    ] {
+        ops.extend_from_slice(family);
+    }
+    ops
+}
+
 /// True when [`evaluate`] implements `op_type` (in some form) in the default domain.
 pub fn is_supported(op_type: &str) -> bool {
     elementwise::supports(op_type)

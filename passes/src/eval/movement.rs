@@ -12,12 +12,20 @@ use super::elementwise::broadcast_shape;
 use super::{Ctx, EvalError, Out};
 use crate::tensor::{Tensor, TensorData};
 
+/// The operators this module evaluates.
+pub(crate) const OPS: &[&str] = &[
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "Tile",
+    "Expand",
+];
+
 /// True for the operators this module evaluates.
 pub(crate) fn supports(op: &str) -> bool {
-    matches!(
-        op,
-        "Transpose" | "Concat" | "Split" | "Slice" | "Gather" | "Tile" | "Expand"
-    )
+    OPS.contains(&op)
 }
 
 pub(crate) fn eval(ctx: &Ctx) -> Out {

@@ -11,12 +11,18 @@ use super::context::{invalid, norm_axes, one};
 use super::scalar::Num;
 use super::{Ctx, EvalError, Out};
 
+/// The operators this module evaluates.
+pub(crate) const OPS: &[&str] = &[
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+];
+
 /// True for the operators this module evaluates.
 pub(crate) fn supports(op: &str) -> bool {
-    matches!(
-        op,
-        "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd"
-    )
+    OPS.contains(&op)
 }
 
 pub(crate) fn eval(ctx: &Ctx) -> Out {

@@ -10,20 +10,22 @@ use super::{Ctx, EvalError, Out};
 use crate::ir::AttrValue;
 use crate::tensor::{DataType, Element, Tensor};
 
+/// The operators this module evaluates.
+pub(crate) const OPS: &[&str] = &[
+    "Shape",
+    "Size",
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Unsqueeze",
+    "Squeeze",
+    "ConstantOfShape",
+    "Range",
+];
+
 /// True for the operators this module evaluates.
 pub(crate) fn supports(op: &str) -> bool {
-    matches!(
-        op,
-        "Shape"
-            | "Size"
-            | "Identity"
-            | "Reshape"
-            | "Flatten"
-            | "Unsqueeze"
-            | "Squeeze"
-            | "ConstantOfShape"
-            | "Range"
-    )
+    OPS.contains(&op)
 }
 
 pub(crate) fn eval(ctx: &Ctx) -> Out {
