@@ -9,7 +9,7 @@ use kiln_proto::onnx::{
     tensor_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TypeProto, ValueInfoProto,
 };
-use kiln_tests::{kiln_bin, repo_root};
+use kiln_tests::{assert_one_line_refusal, kiln_bin, repo_root};
 use prost::Message;
 
 fn float_info(name: &str) -> ValueInfoProto {
@@ -73,19 +73,8 @@ fn assert_refused(name: &str, bytes: &[u8], expect: &[&str]) {
         ],
     ] {
         let out = Command::new(kiln_bin()).args(&args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.starts_with("kiln: error: "), "{stderr}");
-        assert!(
-            stderr.contains(name),
-            "error does not name the file: {stderr}"
-        );
-        for e in expect {
-            assert!(stderr.contains(e), "{args:?}: expected {e:?} in: {stderr}");
-        }
-        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_one_line_refusal(&args, &out, name, expect);
     }
     assert!(!out_path.exists(), "convert wrote output for a bad model");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())

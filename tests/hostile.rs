@@ -14,7 +14,7 @@ use kiln_proto::onnx::{
     ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TypeProto,
     ValueInfoProto,
 };
-use kiln_tests::kiln_bin;
+use kiln_tests::{assert_one_line_refusal, kiln_bin};
 use prost::Message;
 
 /// Address-space cap for every run (KiB): far below what the hostile inputs would need if
@@ -101,25 +101,10 @@ fn assert_refused(path: &str, env: &[(&str, &str)], expect: &[&str]) {
     let out_s = out_path.display().to_string();
     for args in [vec!["inspect", path], vec!["optimize", path, "-o", &out_s]] {
         let (out, took) = kiln(&args, env);
+        // The ulimit turns a runaway allocation into an abort, which must not happen either.
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?} ({:?}): {stderr}",
-            out.status
-        );
-        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
         assert!(!stderr.contains("memory allocation"), "{args:?}: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.starts_with("kiln: error: "), "{stderr}");
-        assert!(
-            stderr.contains(path),
-            "error does not name the file: {stderr}"
-        );
-        for e in expect {
-            assert!(stderr.contains(e), "{args:?}: expected {e:?} in: {stderr}");
-        }
-        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+        assert_one_line_refusal(&args, &out, path, expect);
         assert!(took < Duration::from_secs(20), "{args:?} took {took:?}");
     }
     assert!(

@@ -62,3 +62,32 @@ pub fn kiln(args: &[&str]) -> (i32, String, String) {
         stderr,
     )
 }
+
+/// Asserts the bad-input contract on one finished `kiln` run: exit code 2, no panic, exactly
+/// one `kiln: error:` line on stderr naming `file` and holding every string of `expect`, and
+/// nothing on stdout.
+pub fn assert_one_line_refusal(
+    args: &[&str],
+    out: &std::process::Output,
+    file: &str,
+    expect: &[&str],
+) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} ({:?}): {stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    assert!(stderr.starts_with("kiln: error: "), "{stderr}");
+    assert!(
+        stderr.contains(file),
+        "error does not name the file: {stderr}"
+    );
+    for e in expect {
+        assert!(stderr.contains(e), "{args:?}: expected {e:?} in: {stderr}");
+    }
+    assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+}
