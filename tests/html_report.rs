@@ -9,8 +9,7 @@ use kiln_proto::onnx::{
     tensor_proto, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto,
     OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use kiln_proto::SaveOptions;
-use kiln_tests::{kiln, repo_root};
+use kiln_tests::{kiln, perturbed_tiny_cnn, repo_root};
 use prost::Message;
 use serde_json::Value as Json;
 
@@ -79,28 +78,6 @@ fn tiny_cnn() -> PathBuf {
     repo_root().join("models/tiny_cnn/model.onnx")
 }
 
-/// tiny_cnn with 0.5 added to `fc.bias[0]`: one logit per row moves by 0.5.
-fn perturbed_tiny_cnn(dir: &Path) -> PathBuf {
-    let mut loaded = kiln_proto::load_model(&tiny_cnn()).unwrap();
-    let graph = loaded.model.graph.as_mut().unwrap();
-    let bias = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == "fc.bias")
-        .expect("tiny_cnn has fc.bias");
-    if bias.raw_data.is_empty() {
-        bias.float_data[0] += 0.5;
-    } else {
-        let mut raw = bias.raw_data.to_vec();
-        let v = f32::from_le_bytes(raw[..4].try_into().unwrap()) + 0.5;
-        raw[..4].copy_from_slice(&v.to_le_bytes());
-        bias.raw_data = raw.into();
-    }
-    let path = dir.join("perturbed.onnx");
-    kiln_proto::save_model(&loaded.model, &path, &SaveOptions::default()).unwrap();
-    path
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -140,7 +117,7 @@ fn hostile_names_are_escaped_and_every_output_has_a_histogram() {
 #[test]
 fn perturbed_model_shows_threshold_failure_and_counts_errors_by_decade() {
     let dir = tempfile::tempdir().unwrap();
-    let cand = s(&perturbed_tiny_cnn(dir.path()));
+    let cand = s(&perturbed_tiny_cnn(dir.path(), 0.5));
     let m = s(&tiny_cnn());
     let data = s(&repo_root().join("models/tiny_cnn"));
     let html = dir.path().join("report.html");

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use kiln_backends::tensors::write_values;
 use kiln_backends::{NamedValues, Value};
 use kiln_passes::tensor::Tensor;
-use kiln_proto::SaveOptions;
-use kiln_tests::{kiln, repo_root};
+use kiln_tests::{kiln, perturbed_tiny_cnn, repo_root};
 use serde_json::Value as Json;
 
 fn json(stdout: &str) -> Json {
@@ -39,28 +38,6 @@ fn saved(dir: &Path, name: &str, values: NamedValues) -> String {
     let path = dir.join(name);
     write_values(&path, &values).unwrap();
     s(&path)
-}
-
-/// tiny_cnn with `delta` added to the first element of `fc.bias` (the final Gemm's bias).
-fn perturbed_tiny_cnn(dir: &Path, delta: f32) -> PathBuf {
-    let mut loaded = kiln_proto::load_model(&tiny_cnn()).unwrap();
-    let graph = loaded.model.graph.as_mut().unwrap();
-    let bias = graph
-        .initializer
-        .iter_mut()
-        .find(|t| t.name == "fc.bias")
-        .expect("tiny_cnn has fc.bias");
-    if bias.raw_data.is_empty() {
-        bias.float_data[0] += delta;
-    } else {
-        let mut raw = bias.raw_data.to_vec();
-        let v = f32::from_le_bytes(raw[..4].try_into().unwrap()) + delta;
-        raw[..4].copy_from_slice(&v.to_le_bytes());
-        bias.raw_data = raw.into();
-    }
-    let path = dir.join("perturbed.onnx");
-    kiln_proto::save_model(&loaded.model, &path, &SaveOptions::default()).unwrap();
-    path
 }
 
 #[test]

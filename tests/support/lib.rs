@@ -91,3 +91,26 @@ pub fn assert_one_line_refusal(
     }
     assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
 }
+
+/// tiny_cnn with `delta` added to the first element of `fc.bias` (the final Gemm's bias).
+pub fn perturbed_tiny_cnn(dir: &Path, delta: f32) -> PathBuf {
+    let mut loaded =
+        kiln_proto::load_model(&repo_root().join("models/tiny_cnn/model.onnx")).unwrap();
+    let graph = loaded.model.graph.as_mut().unwrap();
+    let bias = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "fc.bias")
+        .expect("tiny_cnn has fc.bias");
+    if bias.raw_data.is_empty() {
+        bias.float_data[0] += delta;
+    } else {
+        let mut raw = bias.raw_data.to_vec();
+        let v = f32::from_le_bytes(raw[..4].try_into().unwrap()) + delta;
+        raw[..4].copy_from_slice(&v.to_le_bytes());
+        bias.raw_data = raw.into();
+    }
+    let path = dir.join("perturbed.onnx");
+    kiln_proto::save_model(&loaded.model, &path, &kiln_proto::SaveOptions::default()).unwrap();
+    path
+}
