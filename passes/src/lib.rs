@@ -9,4 +9,5 @@ pub mod ir;
 pub mod opset;
 pub mod optimize;
 pub mod pipeline;
+pub mod quant;
 pub mod tensor;
