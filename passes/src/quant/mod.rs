@@ -5,6 +5,7 @@
 //! plain [`Ranges`]. Everything here is pure and testable on hand-built graphs.
 
 pub mod config;
+pub mod qdq;
 pub mod ranges;
 pub mod scheme;
 pub mod weights;

@@ -1,0 +1,1 @@
+//! Unit tests of QDQ insertion on hand-built graphs.
