@@ -24,16 +24,27 @@ struct Names {
 }
 
 impl Names {
+    /// Every value and node name of `g` and of its bodies (a new outer name must not be
+    /// shadowed by a body's).
     fn of(g: &Graph) -> Names {
-        let mut values = HashSet::new();
-        let mut nodes = HashSet::new();
+        let mut names = Names {
+            values: HashSet::new(),
+            nodes: HashSet::new(),
+        };
+        names.collect(g);
+        names
+    }
+
+    fn collect(&mut self, g: &Graph) {
         for (_, n) in g.nodes() {
-            values.extend(n.outputs.iter().map(|o| o.name.clone()));
+            self.values.extend(n.outputs.iter().map(|o| o.name.clone()));
             if !n.name.is_empty() {
-                nodes.insert(n.name.clone());
+                self.nodes.insert(n.name.clone());
+            }
+            for body in n.subgraphs() {
+                self.collect(body);
             }
         }
-        Names { values, nodes }
     }
 
     fn fresh(taken: &mut HashSet<String>, base: &str) -> String {
@@ -122,8 +133,9 @@ pub(crate) fn rewrite(
     let mut order: Vec<usize> = (0..acts.len()).collect();
     order.sort_by_key(|&i| acts[i].key);
     for &i in &order {
-        if acts[i].source == Source::Calibrated && ranges.get(&acts[i].name).is_none() {
-            return Err(QdqError::MissingRange(acts[i].name.clone()));
+        let name = acts[i].range_name();
+        if acts[i].source == Source::Calibrated && ranges.get(name).is_none() {
+            return Err(QdqError::MissingRange(name.to_string()));
         }
     }
 
@@ -249,8 +261,8 @@ pub(crate) fn rewrite(
                 let r = match acts[m].source {
                     Source::Fixed(r) => r,
                     _ => ranges
-                        .get(&acts[m].name)
-                        .ok_or_else(|| QdqError::MissingRange(acts[m].name.clone()))?,
+                        .get(acts[m].range_name())
+                        .ok_or_else(|| QdqError::MissingRange(acts[m].range_name().to_string()))?,
                 };
                 range = Some(range.map_or(r, |u| u.union(r)));
             }

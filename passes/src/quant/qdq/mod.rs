@@ -168,7 +168,7 @@ fn public_plan(model: &Model, layout: &Layout) -> QuantPlan {
     QuantPlan {
         tensors: acts
             .iter()
-            .filter(|a| a.source == Source::Calibrated)
+            .filter(|a| a.source == Source::Calibrated && a.range_of.is_none())
             .map(|a| a.name.clone())
             .collect(),
         fixed: acts

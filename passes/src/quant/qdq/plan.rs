@@ -50,9 +50,17 @@ pub(crate) struct Act {
     pub removed: bool,
     /// Graph-order key: (position of the producer, output slot).
     pub key: (usize, usize),
+    /// Calibrated with another tensor's range: a kept Relu's input takes the Relu output's
+    /// range (what it loses below 0 the Relu would zero anyway), as ORT's tool does.
+    pub range_of: Option<String>,
 }
 
 impl Act {
+    /// The name its calibrated range is looked up under.
+    pub(crate) fn range_name(&self) -> &str {
+        self.range_of.as_deref().unwrap_or(&self.name)
+    }
+
     /// Whether the act contributes a range to its group.
     pub(crate) fn contributes(&self) -> bool {
         !matches!(self.source, Source::Shared)
@@ -170,17 +178,16 @@ impl Layout {
         }
         let removed: Vec<NodeIndex> = l.removals.iter().map(|r| r.node).collect();
 
+        // Anchors first (they mark every tensor they touch), then in graph order the nodes
+        // that are quantized only when their input already is.
         for &(idx, rule) in &selected {
-            let constant_data = g.input(idx, 0).is_some_and(|v| g.constant(v).is_some());
-            if !rule.is_conditional() && !(rule == Rule::Gather && !constant_data) {
+            if !is_conditional(g, idx, rule) {
                 l.anchor(g, idx, rule, config);
                 l.nodes.push(idx);
             }
         }
         for &(idx, rule) in &selected {
-            let gather_act =
-                rule == Rule::Gather && g.input(idx, 0).is_some_and(|v| g.constant(v).is_none());
-            if (rule.is_conditional() || gather_act) && !removed.contains(&idx) {
+            if is_conditional(g, idx, rule) && !removed.contains(&idx) {
                 l.conditional(g, idx, rule, config, &types);
             }
         }
@@ -257,6 +264,7 @@ impl Layout {
             nonneg: removed,
             removed,
             key: (self.order.get(&v.node).copied().unwrap_or(0), v.slot),
+            range_of: None,
             name,
         });
         self.by_value.insert(v, id);
@@ -525,8 +533,26 @@ impl Layout {
             if clamp_min(g, idx).is_some_and(|m| m >= 0.0) {
                 self.acts[id].nonneg = true;
             }
+            if rule == Rule::Activation {
+                self.borrow_output_range(g, idx, from, id);
+            }
         } else {
             self.share_or_own(g, out, Some(from), config);
+        }
+    }
+
+    /// A kept Relu/Clip whose input only it reads: the input is quantized with the output's
+    /// range, so the producer's quantization spends no levels on what the clamp removes.
+    fn borrow_output_range(&mut self, g: &Graph, idx: NodeIndex, input: usize, output: usize) {
+        let (i, o) = (&self.acts[input], &self.acts[output]);
+        let free =
+            |a: &Act| a.source == Source::Calibrated && !a.overridden && a.range_of.is_none();
+        if free(i)
+            && free(o)
+            && g.consumers(i.value) == [(idx, crate::ir::InputSlot::Operand(0))]
+            && !g.outputs.iter().any(|out| out.value == i.value)
+        {
+            self.acts[input].range_of = Some(o.name.clone());
         }
     }
 
@@ -588,6 +614,13 @@ impl Layout {
             self.groups.union(id, out);
         }
     }
+}
+
+/// Whether `node` is quantized only when its input already is: Relu/Clip, data movement,
+/// and a Gather from computed data (a Gather from a constant table quantizes the table).
+fn is_conditional(g: &Graph, idx: NodeIndex, rule: Rule) -> bool {
+    rule.is_conditional()
+        || (rule == Rule::Gather && g.input(idx, 0).is_some_and(|v| g.constant(v).is_none()))
 }
 
 /// Whether a Pad only writes values its input has, or 0 (which every range holds):
