@@ -6,7 +6,7 @@
 //! range; the caller measures them (`kiln_backends` runs the model); [`insert_qdq`] rewrites
 //! the model with those ranges.
 //!
-//! Rules (per operator, in [`rules`]):
+//! Rules (per operator, in `rules.rs`):
 //! - Conv/ConvTranspose/Gemm/MatMul: constant weights per channel (Conv axis 0, ConvTranspose
 //!   1, Gemm 0 if `transB` else 1, MatMul 1 for a 2-D B) or per tensor; bias int32 with scale
 //!   input scale × weight scale, zero point 0, when the shapes allow.

@@ -3,7 +3,7 @@
 //! the graph and the configuration alone (no ranges), so `plan` can tell calibration what to
 //! measure and `insert_qdq` rewrites exactly what was planned.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::ir::{Graph, Model, NodeIndex, ValueRef};
 use crate::quant::config::QuantConfig;
@@ -176,7 +176,7 @@ impl Layout {
                 }
             }
         }
-        let removed: Vec<NodeIndex> = l.removals.iter().map(|r| r.node).collect();
+        let removed: HashSet<NodeIndex> = l.removals.iter().map(|r| r.node).collect();
 
         // Anchors first (they mark every tensor they touch), then in graph order the nodes
         // that are quantized only when their input already is.
@@ -344,7 +344,6 @@ impl Layout {
 
     /// Marks input `slot` of `node`: a constant is stored quantized, anything else gets a
     /// calibrated Q/DQ pair. Returns (act, weight).
-    #[allow(clippy::too_many_arguments)]
     fn input(
         &mut self,
         g: &Graph,
