@@ -140,11 +140,11 @@ impl Rewriter<'_> {
                 }
             }
         }
-        if plan.cast_output {
+        for slot in plan.cast_outputs {
             if simulate {
-                self.round_output(g, ValueRef::new(idx, 0));
+                self.round_output(g, ValueRef::new(idx, slot));
             } else {
-                self.cast_output(g, ValueRef::new(idx, 0));
+                self.cast_output(g, ValueRef::new(idx, slot));
             }
         }
     }

@@ -14,8 +14,9 @@ pub(crate) struct Plan {
     pub inputs: Vec<(usize, Input)>,
     /// Tensor attributes to replace, by attribute position.
     pub attributes: Vec<(usize, AttrValue)>,
-    /// The first output needs its Cast(s) (false for a twin whose output is already rounded).
-    pub cast_output: bool,
+    /// Read float32 outputs that get their Cast(s), by slot (a twin's output already rounded
+    /// needs none).
+    pub cast_outputs: Vec<usize>,
     /// Unused later outputs whose float32 type becomes the low float with the op.
     pub retype_outputs: Vec<usize>,
 }
@@ -52,8 +53,13 @@ fn own_type_inputs(op: &str) -> &'static [usize] {
     }
 }
 
-/// Outputs with their own type: LayerNormalization's Mean and InvStdDev are of `stash_type`
-/// (float32 by default), not T, so they keep their type when the op computes in the low float.
+/// Outputs with their own type: LayerNormalization's Mean and InvStdDev are of `stash_type`,
+/// not T, so they keep their type (and their readers) when the op computes in the low float.
+///
+/// `stash_type` itself is kept as the model has it (default 1, float32): it is the precision
+/// the kernel accumulates mean and variance in, and a sum of squares over a whole row is where
+/// a 16-bit float would lose most; ONNX Runtime's float16/bfloat16 LayerNormalization computes
+/// in it and returns Mean/InvStdDev as float32.
 fn own_type_outputs(op: &str) -> &'static [usize] {
     match op {
         "LayerNormalization" => &[1, 2],
@@ -80,10 +86,11 @@ pub(crate) fn decide(
     }
     let low = conv.low();
     let op = node.op_type().to_string();
+    let simulate = matches!(conv, Conversion::RoundedThrough(_));
     let out = ValueRef::new(idx, 0);
     let out_name = graph.value_name(out).to_string();
-    if node.outputs.is_empty() || !graph.is_used(out) {
-        return skip("its output is not read".into());
+    if node.outputs.is_empty() || out_name.is_empty() {
+        return skip("it has no output".into());
     }
     match elem_type(graph, out) {
         None => return skip(format!("type of output '{out_name}' is unknown")),
@@ -91,24 +98,36 @@ pub(crate) fn decide(
         Some(t) if t == low => return skip(format!("already computes in {low}")),
         Some(t) => return skip(format!("output '{out_name}' is {t}, not float32")),
     }
+    if !(0..node.outputs.len()).any(|s| graph.is_used(ValueRef::new(idx, s))) {
+        return skip("no output is read".into());
+    }
+    // Float32 outputs are of the computing type T (bar the op's own-typed ones): read ones
+    // get their Cast(s), unread ones change type with the op. Other types (indices, masks)
+    // are not T and stay.
+    let mut cast_outputs = Vec::new();
     let mut retype_outputs = Vec::new();
-    for slot in 1..node.outputs.len() {
+    for slot in 0..node.outputs.len() {
         let v = ValueRef::new(idx, slot);
-        if graph.is_used(v) {
-            return skip(format!(
-                "output {slot} '{}' is read (only the first output is pinned)",
-                graph.value_name(v)
-            ));
+        if own_type_outputs(&op).contains(&slot) || graph.value_name(v).is_empty() {
+            continue;
         }
-        if !own_type_outputs(&op).contains(&slot)
-            && matches!(conv, Conversion::ToLow(_))
-            && elem_type(graph, v) == Some(DataType::Float)
-        {
-            retype_outputs.push(slot);
+        let used = graph.is_used(v);
+        match elem_type(graph, v) {
+            // A twin's output already rounded (a second run) needs nothing.
+            Some(DataType::Float) if used && !(simulate && output_is_rounded(graph, v, low)) => {
+                cast_outputs.push(slot)
+            }
+            Some(DataType::Float) if !simulate => retype_outputs.push(slot),
+            None if used => {
+                return skip(format!(
+                    "type of output {slot} '{}' is unknown",
+                    graph.value_name(v)
+                ))
+            }
+            _ => {}
         }
     }
 
-    let simulate = matches!(conv, Conversion::RoundedThrough(_));
     let mut inputs = Vec::new();
     let mut float_inputs = 0;
     for (slot, v) in graph.inputs(idx).into_iter().enumerate() {
@@ -159,14 +178,13 @@ pub(crate) fn decide(
             ))
         }
     };
-    let cast_output = !(simulate && output_is_rounded(graph, out, low));
-    if inputs.is_empty() && attributes.is_empty() && !cast_output {
+    if inputs.is_empty() && attributes.is_empty() && cast_outputs.is_empty() {
         return skip(format!("already simulated in {low}"));
     }
     Ok(Decision::Pin(Plan {
         inputs,
         attributes,
-        cast_output,
+        cast_outputs,
         retype_outputs,
     }))
 }

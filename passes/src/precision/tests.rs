@@ -516,7 +516,7 @@ fn non_float_inputs_of_a_pinned_op_stay() {
 }
 
 #[test]
-fn a_read_mean_output_leaves_layer_norm_alone() {
+fn a_read_mean_output_stays_float32_and_is_read_directly() {
     let mut m = Model::new(17);
     let g = &mut m.graph;
     let x = input(g, "x", DataType::Float, &[2, 8]);
@@ -524,18 +524,70 @@ fn a_read_mean_output_leaves_layer_norm_alone() {
     let b = init(g, "bias", f32s(&[0.0; 8]));
     let ln = node(
         g,
-        Node::op("LayerNormalization", "ln", &["y", "mean"]),
+        Node::op("LayerNormalization", "ln", &["y", "mean", "inv"]),
         &[x, s, b],
     );
+    let mean = ValueRef::new(ln.node, 1);
+    let neg = op(g, "Neg", &[mean], "neg");
     output(g, ln);
-    output(g, ValueRef::new(ln.node, 1));
-    let r = pin(&pinner(&["LayerNormalization"], PinFloat::Float16), &mut m);
-    assert!(r.changes.is_empty());
-    assert!(
-        r.skipped[0].reason.contains("output 1 'mean' is read"),
-        "{:?}",
-        r.skipped
+    output(g, mean);
+    output(g, neg);
+    let c = run(&pinner(&["LayerNormalization"], PinFloat::Float16), &mut m);
+    assert_eq!((c.get("pinned"), c.get("output casts")), (1, 1), "{c}");
+    let g = &m.graph;
+    assert_eq!(ty(g, ln), Some(DataType::Float16));
+    // Mean is of stash_type (float32): no Cast, same readers.
+    assert_eq!(ty(g, mean), Some(DataType::Float));
+    assert_eq!(g.outputs[1].value, mean);
+    assert_eq!(g.input(neg.node, 0), Some(mean));
+    assert_eq!(output_names(&m), ["y", "mean", "neg"]);
+}
+
+#[test]
+fn every_read_float_output_gets_its_cast() {
+    let mut m = Model::new(18);
+    let g = &mut m.graph;
+    let x = input(g, "x", DataType::Float, &[2, 8]);
+    let split = node(
+        g,
+        Node::op("Split", "split", &["a", "b", "c"])
+            .with_attr("axis", AttrValue::Int(1))
+            .with_attr("num_outputs", AttrValue::Int(3)),
+        &[x],
     );
+    let (a, b, c) = (
+        split,
+        ValueRef::new(split.node, 1),
+        ValueRef::new(split.node, 2),
+    );
+    let r = op(g, "Relu", &[b], "r");
+    output(g, a);
+    output(g, r);
+    let ch = run(&pinner(&["Split"], PinFloat::Float16), &mut m);
+    assert_eq!((ch.get("pinned"), ch.get("output casts")), (1, 2), "{ch}");
+    let g = &m.graph;
+    for v in [a, b, c] {
+        assert_eq!(ty(g, v), Some(DataType::Float16), "{}", g.value_name(v));
+    }
+    let rin = g.input(r.node, 0).unwrap();
+    assert_eq!(
+        (cast_target(g, rin), g.value_name(rin)),
+        (DataType::Float, "b")
+    );
+    assert_eq!(output_names(&m), ["a", "r"]);
+}
+
+#[test]
+fn a_read_output_of_unknown_type_leaves_the_op_alone() {
+    let mut m = Model::new(17);
+    let g = &mut m.graph;
+    let x = input(g, "x", DataType::Float, &[2, 8]);
+    let n = node(g, Node::op("Softmax", "s", &["y", "odd"]), &[x]);
+    output(g, n);
+    output(g, ValueRef::new(n.node, 1));
+    let r = pin(&pinner(&["Softmax"], PinFloat::Float16), &mut m);
+    assert!(r.changes.is_empty());
+    assert_eq!(r.skipped[0].reason, "type of output 1 'odd' is unknown");
 }
 
 #[test]
