@@ -40,15 +40,17 @@ pub use ort_kernels::ort_cpu_lacks_kernel;
 /// so readers, graph outputs and calibration ranges keyed by name are unchanged. Op types in
 /// `simulate` get the simulated twin instead (see the module documentation).
 ///
-/// Nodes inside If/Loop/Scan bodies are pinned too. A node is left alone, with the reason
-/// recorded in [`PinReport::skipped`], when its output is not float32 (already low, or not a
-/// float), a type it depends on is unknown, an output other than the first is read
-/// (LayerNormalization's Mean/InvStdDev), a constant would overflow the low float, or the
-/// model's opset cannot express bfloat16 (Cast-13). The pass runs shape inference first, so
-/// it works on a freshly loaded model. Run [`CancelCasts`] after it.
+/// Every read float32 output gets its Cast back (unread ones just change type); outputs ONNX
+/// types apart from T stay as they are — LayerNormalization's Mean and InvStdDev are of
+/// `stash_type` (float32), which is kept. Nodes inside If/Loop/Scan bodies are pinned too.
+/// A node is left alone, with the reason recorded in [`PinReport::skipped`], when its output
+/// is not float32 (already low, or not a float), a type it depends on is unknown, a constant
+/// or tensor attribute would overflow the low float, or the model's opset cannot express
+/// bfloat16 (Cast-13). The pass runs shape inference first, so it works on a freshly loaded
+/// model. Run [`CancelCasts`] after it.
 ///
 /// Changes: `pinned` (nodes now computed in the low float), `simulated` (twins),
-/// `input casts`, `output casts`, `constants converted`.
+/// `input casts`, `output casts`, `constants converted`, `attributes converted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinPrecision {
     /// Op types (default ONNX domain) to pin.
@@ -85,9 +87,14 @@ impl PinPrecision {
         InferShapes.run(model)?;
         let blocked = opset_blocks(model, self.float);
         let mut names = names::NameSet::of(&model.graph);
-        model.graph.try_for_each_graph_mut::<PassError>(&mut |g| {
-            pin::pin_graph(g, self, blocked.as_deref(), &mut names, &mut report)
-        })?;
+        pin::pin_all(
+            &mut model.graph,
+            &pin::OuterTypes::new(),
+            self,
+            blocked.as_deref(),
+            &mut names,
+            &mut report,
+        )?;
         Ok(report)
     }
 }

@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
-use crate::ir::{Graph, Node, NodeIndex, NodeKind, ValueRef};
+use crate::ir::{Graph, Node, NodeIndex, NodeKind, ValueInfo, ValueRef};
 use crate::pipeline::{Changes, PassError};
 use crate::tensor::DataType;
 
 use super::convert_constants::Conversion;
 use super::names::NameSet;
 use super::select::{decide, Decision, Input, Plan};
-use super::types::{add_cast, cast_readers, info_of, retyped, set_elem_type};
+use super::types::{add_cast, cast_readers, elem_type, info_of, retyped, set_elem_type};
 use super::{low_dtype, PinPrecision, PinReport, PinnedNode, SkippedNode};
 
 /// What one graph's rewrite shares between its pinned nodes.
@@ -28,9 +28,77 @@ struct Rewriter<'a> {
     maybe_dead: Vec<ValueRef>,
 }
 
-/// Pins the nodes of `graph` (not its bodies: the caller visits those) whose op type `pin`
-/// names; `blocked` is a reason no node can be pinned.
-pub(crate) fn pin_graph(
+/// Element types of the values enclosing graphs offer a body, by name.
+pub(crate) type OuterTypes = HashMap<String, DataType>;
+
+/// Pins `graph` and every body in it, bodies first (as [`Graph::try_for_each_graph_mut`]
+/// does), telling each body the types of the outer values it reads: shape inference types
+/// those for itself but does not record them on a body's `Outer` nodes.
+pub(crate) fn pin_all(
+    graph: &mut Graph,
+    outer: &OuterTypes,
+    pin: &PinPrecision,
+    blocked: Option<&str>,
+    names: &mut NameSet,
+    report: &mut PinReport,
+) -> Result<(), PassError> {
+    let owners: Vec<NodeIndex> = graph
+        .nodes()
+        .filter(|(_, n)| n.subgraphs().next().is_some())
+        .map(|(i, _)| i)
+        .collect();
+    if !owners.is_empty() {
+        let mut scope = outer.clone();
+        for (idx, node) in graph.nodes() {
+            for slot in 0..node.outputs.len() {
+                let v = ValueRef::new(idx, slot);
+                if let Some(t) = elem_type(graph, v) {
+                    scope.insert(graph.value_name(v).to_string(), t);
+                }
+            }
+        }
+        for owner in owners {
+            for body in graph[owner].subgraphs_mut() {
+                let declared = type_outer_values(body, &scope);
+                let pinned = pin_all(body, &scope, pin, blocked, names, report);
+                // Saving writes every typed value's value_info, an Outer node's included.
+                for (idx, info) in declared {
+                    if let Some(o) = body.node_mut(idx).and_then(|n| n.outputs.first_mut()) {
+                        *o = info;
+                    }
+                }
+                pinned?;
+            }
+        }
+    }
+    pin_graph(graph, pin, blocked, names, report)
+}
+
+/// Gives the `Outer` nodes of `body` that declare no element type the one `scope` knows, and
+/// returns what they declared before, for the caller to put back.
+fn type_outer_values(body: &mut Graph, scope: &OuterTypes) -> Vec<(NodeIndex, ValueInfo)> {
+    let outer: Vec<NodeIndex> = body
+        .nodes()
+        .filter(|(_, n)| matches!(n.kind, NodeKind::Outer) && n.outputs.len() == 1)
+        .map(|(i, _)| i)
+        .collect();
+    let mut declared = Vec::new();
+    for idx in outer {
+        if let Some(info) = body.node_mut(idx).and_then(|n| n.outputs.first_mut()) {
+            if info.elem_type().is_none() {
+                if let Some(&t) = scope.get(&info.name) {
+                    declared.push((idx, info.clone()));
+                    set_elem_type(info, t);
+                }
+            }
+        }
+    }
+    declared
+}
+
+/// Pins the nodes of `graph` (not its bodies) whose op type `pin` names; `blocked` is a
+/// reason no node can be pinned.
+fn pin_graph(
     graph: &mut Graph,
     pin: &PinPrecision,
     blocked: Option<&str>,
