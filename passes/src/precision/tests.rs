@@ -753,3 +753,61 @@ fn no_ops_no_change() {
     assert!(r.changes.is_empty() && r.pinned.is_empty() && r.skipped.is_empty());
     assert_eq!(m, before);
 }
+
+#[test]
+fn a_body_reading_the_pinned_output_reads_the_float32_cast() {
+    let (mut m, _, ln_out) = layer_norm_model(&[1.0; 8]);
+    let cond = input(&mut m.graph, "cond", DataType::Bool, &[]);
+    let branch = |name: &str| {
+        let mut b = Graph::new(name);
+        let y = ValueRef::new(b.add_node(Node::outer("y")), 0);
+        let out = format!("{name}_out");
+        let n = op(&mut b, "Neg", &[y], &out);
+        output(&mut b, n);
+        b
+    };
+    let iff = node(
+        &mut m.graph,
+        Node::op("If", "if", &["z"])
+            .with_attr("then_branch", AttrValue::Graph(Box::new(branch("then"))))
+            .with_attr("else_branch", AttrValue::Graph(Box::new(branch("else")))),
+        &[cond],
+    );
+    m.graph.capture(ln_out, iff.node);
+    output(&mut m.graph, iff);
+    run(&pinner(&["LayerNormalization"], PinFloat::Float16), &mut m);
+    let g = &m.graph;
+    let captured = g.captures(iff.node);
+    assert_eq!(captured.len(), 1);
+    assert_eq!(g.value_name(captured[0]), "y");
+    assert_eq!(cast_target(g, captured[0]), DataType::Float);
+    for body in g[iff.node].subgraphs() {
+        let outer: Vec<&str> = body
+            .nodes()
+            .filter(|(_, n)| matches!(n.kind, NodeKind::Outer))
+            .map(|(_, n)| n.outputs[0].name.as_str())
+            .collect();
+        assert_eq!(outer, ["y"]);
+    }
+}
+
+#[test]
+fn pinning_is_deterministic() {
+    let build = || {
+        let (mut m, ln_out, _, _) = chain(true);
+        let sm = softmax(&mut m.graph, ln_out, "again");
+        output(&mut m.graph, sm);
+        m
+    };
+    let p = PinPrecision {
+        ops: set(&["LayerNormalization", "Softmax"]),
+        float: PinFloat::Float16,
+        simulate: set(&["Softmax"]),
+    };
+    let (mut a, mut b) = (build(), build());
+    for m in [&mut a, &mut b] {
+        run(&p, m);
+        run(&CancelCasts, m);
+    }
+    assert_eq!(a.to_proto(), b.to_proto());
+}
