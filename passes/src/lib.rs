@@ -9,5 +9,6 @@ pub mod ir;
 pub mod opset;
 pub mod optimize;
 pub mod pipeline;
+pub mod precision;
 pub mod quant;
 pub mod tensor;
