@@ -19,13 +19,17 @@
 //!   a long tail it can clip far more than the squared error tolerates. The window is
 //!   therefore never narrower than the one keeping [`KEEP_PERCENTILE`] of the values.
 //!
-//! Each candidate costs O(levels) with prefix sums over the histogram, not O(bins).
+//! Each candidate costs O(levels) with prefix sums over the histogram, not O(bins), and at
+//! most [`MAX_CANDIDATES`] evenly spaced windows are tried.
 
 use kiln_passes::quant::{QuantScheme, Range};
 
 use super::search::{steps, window_range, windows, xlogx, Prefix, Window};
 use super::stats::TensorStats;
 use super::{minmax, percentile};
+
+/// Most windows tried per tensor.
+pub const MAX_CANDIDATES: usize = 512;
 
 /// The smallest share of values (in percent) the chosen window keeps.
 pub const KEEP_PERCENTILE: f64 = 99.99;
@@ -46,8 +50,16 @@ pub fn range(stats: &TensorStats, scheme: &QuantScheme) -> Range {
         return minmax::range(stats);
     }
     let prefix = Prefix::of(stats.histogram());
+    let candidates: Vec<Window> = all
+        .iter()
+        .copied()
+        .take_while(|w| w.len() as u64 >= levels)
+        .collect();
+    // Every k-th candidate, widest first (so the full window is always one): the divergence
+    // changes slowly from one bin to the next, and each costs `levels` logarithms.
+    let stride = candidates.len().div_ceil(MAX_CANDIDATES).max(1);
     let mut best = (f64::INFINITY, full);
-    for &w in all.iter().take_while(|w| w.len() as u64 >= levels) {
+    for &w in candidates.iter().step_by(stride) {
         let kl = divergence(&prefix, stats.histogram().counts(), w, levels);
         if kl < best.0 {
             best = (kl, w);

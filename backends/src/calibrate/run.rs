@@ -104,11 +104,7 @@ impl Runner {
     }
 
     /// Runs one sample and calls `fold` with each wanted tensor's values as float32.
-    pub fn run(
-        &mut self,
-        sample: &Sample,
-        fold: &mut Fold<'_>,
-    ) -> Result<(), CalibrationError> {
+    pub fn run(&mut self, sample: &Sample, fold: &mut Fold<'_>) -> Result<(), CalibrationError> {
         let outputs = self
             .session
             .run(&sample.values)

@@ -291,10 +291,33 @@ impl Statistics {
     /// gives for its name (percentile, entropy and MSE depend on the number of levels and
     /// on symmetry).
     pub fn ranges(&self, method: Method, scheme_of: &dyn Fn(&str) -> QuantScheme) -> Ranges {
-        self.tensors
+        let jobs: Vec<(&String, &TensorStats, QuantScheme)> = self
+            .tensors
             .iter()
-            .map(|(name, t)| (name.clone(), t.range(method, &scheme_of(name))))
-            .collect()
+            .map(|(name, t)| (name, t, scheme_of(name)))
+            .collect();
+        // The searches are independent per tensor: spread them over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = jobs.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(name, t, scheme)| ((*name).clone(), t.range(method, scheme)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| match h.join() {
+                    Ok(part) => part,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
     }
 
     /// The calibrated tensors' names, in name order.
