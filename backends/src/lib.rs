@@ -1,5 +1,6 @@
 //! Kiln's bridge to ONNX Runtime, tensor files, and (later) profiles and targets.
 
+pub mod calibrate;
 pub mod compare;
 pub mod runtime;
 pub mod tensors;
