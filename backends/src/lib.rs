@@ -1,6 +1,8 @@
 //! Kiln's bridge to ONNX Runtime, tensor files, and (later) profiles and targets.
 
+pub mod calibrate;
 pub mod compare;
+pub mod quantize;
 pub mod runtime;
 pub mod tensors;
 pub mod validate;
