@@ -2,6 +2,7 @@
 
 pub mod calibrate;
 pub mod compare;
+pub mod quantize;
 pub mod runtime;
 pub mod tensors;
 pub mod validate;

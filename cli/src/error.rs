@@ -47,6 +47,14 @@ pub enum CliError {
     /// Validation thresholds could not be read.
     #[error(transparent)]
     Thresholds(#[from] kiln_backends::validate::ThresholdError),
+    /// Quantization failed on the model, its data or the options.
+    #[error("{}{source}", prefix(path))]
+    Quantize {
+        /// The model file, when the error is about the model itself.
+        path: Option<PathBuf>,
+        /// What went wrong.
+        source: Box<kiln_backends::quantize::QuantizeError>,
+    },
     /// The arguments do not make sense together, or an input cannot be made.
     #[error("{0}")]
     Usage(String),
@@ -58,6 +66,13 @@ pub enum CliError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// `path: ` or nothing.
+fn prefix(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
 }
 
 impl CliError {

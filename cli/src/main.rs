@@ -3,6 +3,7 @@
 mod commands;
 mod error;
 mod model_file;
+mod progress;
 mod render;
 
 use std::process::ExitCode;

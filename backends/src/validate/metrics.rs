@@ -140,7 +140,8 @@ pub enum Metrics {
 }
 
 /// JSON has no infinities or NaN: write them as the strings `inf`, `-inf`, `nan`.
-fn finite_or_text<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+/// Serializes a float as a JSON number, or as "inf"/"-inf"/"nan" (JSON has no such numbers).
+pub fn finite_or_text<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     if v.is_finite() {
         s.serialize_f64(*v)
     } else if v.is_nan() {

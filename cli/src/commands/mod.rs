@@ -6,6 +6,7 @@ mod convert;
 mod diff;
 mod inspect;
 mod optimize;
+mod quantize;
 mod run;
 mod validate;
 
@@ -24,6 +25,8 @@ pub enum Command {
     Convert(convert::Args),
     /// Fold, clean up and fuse a model (the rewrites every target needs), and save it.
     Optimize(optimize::Args),
+    /// Quantize a model (static QDQ from calibrated ranges, or dynamic), pinning sensitive ops to fp16/bf16.
+    Quantize(quantize::Args),
     /// Run a candidate and a reference model on the same inputs and judge every output.
     Validate(validate::Args),
     /// Compare two models, a model and saved outputs, or two saved outputs.
@@ -57,6 +60,7 @@ pub fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Run(args) => run::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Optimize(args) => optimize::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Bench(args) => bench::run(args),

@@ -1,0 +1,516 @@
+//! `quantize`: optimize, calibrate, insert QDQ (or quantize dynamically), pin sensitive ops
+//! to a 16-bit float, and report — the library behind `kiln quantize`.
+//!
+//! The stages are the passes' and the calibrator's; this module only sequences them, picks
+//! the opset they need, and gathers what each did into a [`QuantizeReport`].
+
+mod accuracy;
+mod error;
+mod overrides;
+mod report;
+mod sensitivity;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kiln_passes::ir::Model;
+use kiln_passes::opset::UpgradeOpset;
+use kiln_passes::optimize::{optimize, OptimizeOptions};
+use kiln_passes::pipeline::{Changes, Pass};
+use kiln_passes::precision::{ort_cpu_lacks_kernel, CancelCasts, PinPrecision};
+use kiln_passes::quant::{dynamic, qdq, PinFloat, QuantConfig, QuantType, Ranges};
+
+use crate::calibrate::{
+    collect, open_samples, saturation, CalibrationData, CalibrationOptions, Method, Progress,
+    Statistics,
+};
+use crate::runtime::{capturable_names, Session, SessionOptions};
+use crate::value::NamedValues;
+
+pub use accuracy::{output_sqnr, Sqnr};
+pub use error::QuantizeError;
+pub use overrides::{parse_overrides, read_overrides};
+pub use report::{
+    Accuracy, Before, CalibrationSummary, PassSummary, QuantizeReport, SaturationReport,
+    Settings, SkippedNode, TensorReport,
+};
+pub use sensitivity::{sensitivity, LayerSensitivity};
+
+/// Op types that mean a model already carries quantization.
+const QUANTIZED_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QLinearAdd",
+    "QLinearMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "MatMulNBits",
+];
+
+/// Samples used to measure accuracy when no held-out inputs are given.
+const IN_SAMPLE_ACCURACY: usize = 8;
+
+/// Where activation ranges come from.
+#[derive(Debug, Clone)]
+pub enum RangeSource {
+    /// Calibrate on these samples.
+    Calibrate(CalibrationData),
+    /// Statistics saved by earlier runs (merged when several: shards).
+    Saved(Vec<PathBuf>),
+}
+
+/// Static (calibrated QDQ) or dynamic quantization.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// QDQ with calibrated activation ranges.
+    Static {
+        /// Where ranges come from.
+        source: RangeSource,
+        /// How statistics become ranges.
+        method: Method,
+        /// Calibration settings.
+        calibration: CalibrationOptions,
+        /// Save the statistics here.
+        save_stats: Option<PathBuf>,
+    },
+    /// Integer weights, activations quantized at run time.
+    Dynamic {
+        /// Samples to measure accuracy on, if any.
+        samples: Option<CalibrationData>,
+    },
+}
+
+/// Everything `quantize` needs besides the model.
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    /// Types, granularity, which ops, overrides, pinning.
+    pub config: QuantConfig,
+    /// The optimization pipeline's options; `None` skips it (`--no-optimize`).
+    pub optimize: Option<OptimizeOptions>,
+    /// Static or dynamic.
+    pub mode: Mode,
+    /// Held-out inputs: saturation per tensor and output SQNR.
+    pub check: Option<CalibrationData>,
+    /// Measure per-layer sensitivity on this many samples.
+    pub sensitivity: Option<usize>,
+    /// How ONNX Runtime sessions are made.
+    pub session: SessionOptions,
+}
+
+/// What is running, for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Running the float model over calibration samples.
+    Calibrating,
+    /// Running the float model over held-out samples.
+    Checking,
+    /// Quantizing one layer at a time.
+    Sensitivity,
+}
+
+/// Quantizes `model` in place and reports what was done.
+pub fn quantize(
+    model: &mut Model,
+    options: &QuantizeOptions,
+    progress: &mut dyn FnMut(Stage, Progress),
+) -> Result<QuantizeReport, QuantizeError> {
+    refuse_quantized(model)?;
+    let config = &options.config;
+    let nodes_before = model.graph.node_count() as i64;
+    let opset_before = model.opset("").unwrap_or(0);
+    let mut warnings = Vec::new();
+
+    let optimize_summary = match &options.optimize {
+        Some(o) => {
+            let r = optimize(model, o).map_err(|e| QuantizeError::Optimize(Box::new(e)))?;
+            Some(
+                r.records
+                    .iter()
+                    .map(|rec| summary(rec.pass, &rec.changes))
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    let needed = match options.mode {
+        Mode::Static { .. } => qdq::required_opset(config),
+        Mode::Dynamic { .. } => dynamic::required_opset(),
+    };
+    // Pinned ops compute through Cast, whose bfloat16 form needs opset 13.
+    let needed = if config.pin_float == PinFloat::Bfloat16 && !config.pin_ops.is_empty() {
+        needed.max(13)
+    } else {
+        needed
+    };
+    if model.opset("").unwrap_or(0) < needed {
+        UpgradeOpset { target: needed }.run(model)?;
+    }
+    let float = model.clone();
+
+    let mut report = QuantizeReport {
+        mode: "static",
+        settings: settings(options),
+        optimize: optimize_summary,
+        opset: Before {
+            before: opset_before,
+            after: 0,
+        },
+        nodes: Before {
+            before: nodes_before,
+            after: 0,
+        },
+        calibration: None,
+        tensors: Vec::new(),
+        quantized_nodes: Vec::new(),
+        skipped: Vec::new(),
+        removed_activations: Vec::new(),
+        saturated_bias: 0,
+        pinning: None,
+        accuracy: None,
+        sensitivity: None,
+        warnings: Vec::new(),
+    };
+    let float_proto = float.to_proto();
+    let float_inputs = Session::from_model_with(&float_proto, &options.session)?.inputs();
+    // Samples the accuracy is measured on when no held-out set is given.
+    let mut in_sample: Option<CalibrationData> = None;
+
+    match &options.mode {
+        Mode::Static {
+            source,
+            method,
+            calibration,
+            save_stats,
+        } => {
+            let plan = qdq::plan(model, config)?;
+            let (stats, summary, first) = match source {
+                RangeSource::Calibrate(data) => {
+                    if let CalibrationData::Synthetic { .. } = data {
+                        warnings.push(
+                            "ranges come from random inputs (--synthetic): they are a placeholder; calibrate on real data before shipping".to_string(),
+                        );
+                    }
+                    let samples = open_samples(data, &float_inputs)?;
+                    let stats = collect(
+                        &float_proto,
+                        &plan.tensors,
+                        samples,
+                        calibration,
+                        &mut |p| progress(Stage::Calibrating, p),
+                    )?;
+                    let summary = CalibrationSummary {
+                        source: match data {
+                            CalibrationData::Synthetic { .. } => "synthetic".to_string(),
+                            CalibrationData::Path(_) => "data".to_string(),
+                        },
+                        path: match data {
+                            CalibrationData::Path(p) => Some(p.display().to_string()),
+                            CalibrationData::Synthetic { .. } => None,
+                        },
+                        samples: stats.samples(),
+                        tensors: plan.tensors.len(),
+                    };
+                    (stats, summary, None)
+                }
+                RangeSource::Saved(files) => {
+                    let Some(first) = files.first() else {
+                        return Err(QuantizeError::Options("no statistics file given".into()));
+                    };
+                    let mut stats = Statistics::load(first)?;
+                    for f in &files[1..] {
+                        stats.merge(&Statistics::load(f)?)?;
+                    }
+                    let summary = CalibrationSummary {
+                        source: "saved".to_string(),
+                        path: Some(
+                            files
+                                .iter()
+                                .map(|f| f.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        ),
+                        samples: stats.samples(),
+                        tensors: plan.tensors.len(),
+                    };
+                    (stats, summary, Some(first.clone()))
+                }
+            };
+            if let Some(path) = save_stats {
+                stats.save(path)?;
+            }
+            let mut ranges: Ranges = stats.ranges(*method, &|n| config.activation_scheme(n));
+            if let Some(path) = first {
+                let known: std::collections::BTreeSet<&str> = stats.tensor_names().collect();
+                if let Some(t) = plan.tensors.iter().find(|t| !known.contains(t.as_str())) {
+                    return Err(QuantizeError::RangesMissing {
+                        path,
+                        tensor: t.clone(),
+                    });
+                }
+            }
+            for (name, range) in &plan.fixed {
+                ranges.insert(name.clone(), *range);
+            }
+            report.calibration = Some(summary);
+            if let RangeSource::Calibrate(data) = source {
+                in_sample = Some(data.clone());
+            }
+
+            let done = qdq::insert_qdq(model, config, &ranges)?;
+            report.tensors = done.tensors.iter().map(tensor_report).collect();
+            report.quantized_nodes = done.nodes.clone();
+            report.skipped = done
+                .skipped
+                .iter()
+                .map(|s| SkippedNode {
+                    node: s.node.clone(),
+                    op_type: s.op_type.clone(),
+                    reason: s.reason.clone(),
+                })
+                .collect();
+            report.removed_activations = done.removed_activations.clone();
+            report.saturated_bias = done.saturated_bias;
+            if done.saturated_bias > 0 {
+                warnings.push(format!(
+                    "{} bias values saturated int32 (tiny input × weight scales)",
+                    done.saturated_bias
+                ));
+            }
+
+            if let Some(n) = options.sensitivity {
+                let data = options.check.as_ref().or(in_sample.as_ref()).ok_or_else(|| {
+                    QuantizeError::Options(
+                        "--sensitivity needs samples: --calibration, --synthetic or --check-inputs"
+                            .into(),
+                    )
+                })?;
+                let samples = take(data, &float_inputs, n)?;
+                let total = plan.nodes.len();
+                report.sensitivity = Some(sensitivity(
+                    &float,
+                    config,
+                    &ranges,
+                    &plan.nodes,
+                    &samples,
+                    &options.session,
+                    &mut |done, _| {
+                        progress(
+                            Stage::Sensitivity,
+                            Progress {
+                                done,
+                                total,
+                                elapsed: std::time::Duration::ZERO,
+                            },
+                        )
+                    },
+                )?);
+            }
+        }
+        Mode::Dynamic { samples } => {
+            report.mode = "dynamic";
+            let done = dynamic::quantize_dynamic(model, config)?;
+            report.quantized_nodes = done.nodes.clone();
+            report.tensors = done
+                .weights
+                .iter()
+                .map(|w| TensorReport {
+                    name: w.name.clone(),
+                    kind: "weight".into(),
+                    dtype: w.dtype.name().into(),
+                    symmetric: config.weights.scheme.symmetric,
+                    axis: w.axis,
+                    scale: w.scales.clone(),
+                    zero_point: Vec::new(),
+                    range: None,
+                    shared_with: None,
+                    saturation: None,
+                })
+                .collect();
+            report.skipped = done
+                .skipped
+                .iter()
+                .map(|s| SkippedNode {
+                    node: s.node.clone(),
+                    op_type: s.op_type.clone(),
+                    reason: s.reason.clone(),
+                })
+                .collect();
+            in_sample = samples.clone();
+        }
+    }
+
+    if !config.pin_ops.is_empty() {
+        let pin = PinPrecision {
+            ops: config.pin_ops.clone(),
+            float: config.pin_float,
+            simulate: config
+                .pin_ops
+                .iter()
+                .filter(|op| ort_cpu_lacks_kernel(op, config.pin_float))
+                .cloned()
+                .collect(),
+        };
+        let mut changes = pin.run(model)?;
+        changes.merge(&CancelCasts.run(model)?);
+        report.pinning = Some(summary(pin.name(), &changes));
+    }
+    model.graph.verify().map_err(kiln_passes::pipeline::PassError::from)?;
+
+    // Held-out saturation: how much of each activation falls outside its quantized range.
+    if let Some(check) = &options.check {
+        let limits = activation_limits(&report.tensors, &float_proto);
+        if !limits.is_empty() {
+            let samples = open_samples(check, &float_inputs)?;
+            let sat = saturation(
+                &float_proto,
+                &limits,
+                samples,
+                &CalibrationOptions::default(),
+                &mut |p| progress(Stage::Checking, p),
+            )?;
+            for t in &mut report.tensors {
+                if let Some(s) = sat.get(&t.name) {
+                    t.saturation = Some(SaturationReport {
+                        values: s.values,
+                        below: s.below,
+                        above: s.above,
+                        share: s.share(),
+                    });
+                }
+            }
+        }
+    }
+
+    // Accuracy: held-out when given, else a few calibration samples (in-sample).
+    let (on, data, limit) = match (&options.check, &in_sample) {
+        (Some(c), _) => ("check-inputs", Some(c), usize::MAX),
+        (None, Some(d)) => ("calibration", Some(d), IN_SAMPLE_ACCURACY),
+        (None, None) => ("", None, 0),
+    };
+    if let Some(data) = data {
+        let samples = take(data, &float_inputs, limit)?;
+        let sqnr = output_sqnr(&float_proto, &model.to_proto(), &samples, &options.session)?;
+        report.accuracy = Some(Accuracy {
+            on: on.to_string(),
+            samples: samples.len(),
+            sqnr_db: sqnr.db(),
+        });
+    }
+
+    report.opset.after = model.opset("").unwrap_or(0);
+    report.nodes.after = model.graph.node_count() as i64;
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// Refuses a model that already has Q/DQ or integer ops: quantizing twice compounds error.
+fn refuse_quantized(model: &Model) -> Result<(), QuantizeError> {
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, n) in model.graph.nodes() {
+        if n.is_operator() && QUANTIZED_OPS.contains(&n.op_type()) {
+            *ops.entry(n.op_type().to_string()).or_default() += 1;
+        }
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    Err(QuantizeError::AlreadyQuantized {
+        nodes: ops.values().sum(),
+        ops: ops
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// Reads up to `limit` samples into memory (for runs that reuse them).
+fn take(
+    data: &CalibrationData,
+    inputs: &[crate::runtime::IoInfo],
+    limit: usize,
+) -> Result<Vec<NamedValues>, QuantizeError> {
+    let mut out = Vec::new();
+    for s in open_samples(data, inputs)? {
+        if out.len() >= limit {
+            break;
+        }
+        out.push(s?);
+    }
+    Ok(out)
+}
+
+/// The representable interval of each quantized activation that the float model can expose.
+fn activation_limits(
+    tensors: &[TensorReport],
+    float: &kiln_proto::onnx::ModelProto,
+) -> BTreeMap<String, (f32, f32)> {
+    let capturable: std::collections::HashSet<String> =
+        capturable_names(float).into_iter().collect();
+    tensors
+        .iter()
+        .filter(|t| t.kind == "activation" && capturable.contains(&t.name))
+        .filter_map(|t| {
+            let dtype: QuantType = t.dtype.parse().ok()?;
+            let (qmin, qmax) = dtype.qrange(t.symmetric, false);
+            let (scale, zp) = (*t.scale.first()?, *t.zero_point.first()?);
+            Some((
+                t.name.clone(),
+                ((qmin - zp) as f32 * scale, (qmax - zp) as f32 * scale),
+            ))
+        })
+        .collect()
+}
+
+fn tensor_report(t: &qdq::QuantizedTensor) -> TensorReport {
+    TensorReport {
+        name: t.name.clone(),
+        kind: match t.kind {
+            qdq::TensorKind::Activation => "activation",
+            qdq::TensorKind::Weight => "weight",
+            qdq::TensorKind::Bias => "bias",
+        }
+        .to_string(),
+        dtype: t.dtype.name().to_string(),
+        symmetric: t.symmetric,
+        axis: t.axis,
+        scale: t.scales.clone(),
+        zero_point: t.zero_points.clone(),
+        range: t.range.map(|r| [r.min, r.max]),
+        shared_with: t.shared_with.clone(),
+        saturation: None,
+    }
+}
+
+fn summary(pass: &str, changes: &Changes) -> PassSummary {
+    PassSummary {
+        pass: pass.to_string(),
+        changes: changes.iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+fn settings(o: &QuantizeOptions) -> Settings {
+    let c = &o.config;
+    Settings {
+        activations: c.activations.dtype.name().into(),
+        symmetric_activations: c.activations.symmetric,
+        weights: c.weights.scheme.dtype.name().into(),
+        symmetric_weights: c.weights.scheme.symmetric,
+        per_channel: c.weights.per_channel,
+        reduce_range: c.weights.scheme.reduce_range,
+        method: match &o.mode {
+            Mode::Static { method, .. } => Some(method.to_string()),
+            Mode::Dynamic { .. } => None,
+        },
+        pin_ops: c.pin_ops.iter().cloned().collect(),
+        pin_type: match c.pin_float {
+            PinFloat::Float16 => "float16",
+            PinFloat::Bfloat16 => "bfloat16",
+        }
+        .into(),
+        overrides: c.overrides.len(),
+    }
+}

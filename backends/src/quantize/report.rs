@@ -1,0 +1,163 @@
+//! What `quantize` did, as plain data for the terminal and for `--report FILE.json`.
+//!
+//! No wall times here: the same model, options and data give a byte-identical report.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::validate::metrics::finite_or_text;
+
+use super::sensitivity::LayerSensitivity;
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizeReport {
+    /// `static` (calibrated QDQ) or `dynamic`.
+    pub mode: &'static str,
+    /// The settings used, after defaults.
+    pub settings: Settings,
+    /// The optimization pipeline's passes, when it ran.
+    pub optimize: Option<Vec<PassSummary>>,
+    /// Default-domain opset before and after.
+    pub opset: Before,
+    /// Operator counts of the main graph before and after.
+    pub nodes: Before,
+    /// Where ranges came from.
+    pub calibration: Option<CalibrationSummary>,
+    /// Every tensor stored or computed in integers.
+    pub tensors: Vec<TensorReport>,
+    /// Nodes quantized.
+    pub quantized_nodes: Vec<String>,
+    /// Nodes left in float, and why.
+    pub skipped: Vec<SkippedNode>,
+    /// Relu/Clip nodes folded into their producer's quantization.
+    pub removed_activations: Vec<String>,
+    /// Bias entries that saturated int32.
+    pub saturated_bias: usize,
+    /// What precision pinning changed.
+    pub pinning: Option<PassSummary>,
+    /// Output accuracy of the quantized model against the float model.
+    pub accuracy: Option<Accuracy>,
+    /// Per-layer sensitivity, worst first, when asked.
+    pub sensitivity: Option<Vec<LayerSensitivity>>,
+    /// Things the user should know (e.g. ranges from random data).
+    pub warnings: Vec<String>,
+}
+
+/// A before/after pair.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Before {
+    /// Before.
+    pub before: i64,
+    /// After.
+    pub after: i64,
+}
+
+/// The settings, after defaults and overrides files.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Activation type.
+    pub activations: String,
+    /// Activations symmetric.
+    pub symmetric_activations: bool,
+    /// Weight type.
+    pub weights: String,
+    /// Weights symmetric.
+    pub symmetric_weights: bool,
+    /// Per-channel weights.
+    pub per_channel: bool,
+    /// Reduced range weights.
+    pub reduce_range: bool,
+    /// Calibration method (`minmax`, `percentile 99.999`, ...), static mode only.
+    pub method: Option<String>,
+    /// Op types pinned to a 16-bit float.
+    pub pin_ops: Vec<String>,
+    /// The float they compute in.
+    pub pin_type: String,
+    /// Tensors with an override.
+    pub overrides: usize,
+}
+
+/// One pass's changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassSummary {
+    /// The pass.
+    pub pass: String,
+    /// What it changed, by kind.
+    pub changes: BTreeMap<String, usize>,
+}
+
+/// Where the ranges came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationSummary {
+    /// `data`, `synthetic` or `saved`.
+    pub source: String,
+    /// The folder/file, or the statistics files.
+    pub path: Option<String>,
+    /// Samples folded into the statistics.
+    pub samples: u64,
+    /// Tensors calibrated.
+    pub tensors: usize,
+}
+
+/// One quantized tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    /// Its name in the float model.
+    pub name: String,
+    /// `activation`, `weight` or `bias`.
+    pub kind: String,
+    /// Integer type.
+    pub dtype: String,
+    /// Symmetric scheme.
+    pub symmetric: bool,
+    /// Channel axis, when per channel.
+    pub axis: Option<usize>,
+    /// Scale(s).
+    pub scale: Vec<f32>,
+    /// Zero point(s).
+    pub zero_point: Vec<i64>,
+    /// The real range chosen (activations).
+    pub range: Option<[f32; 2]>,
+    /// The tensor whose parameters it reuses.
+    pub shared_with: Option<String>,
+    /// How many held-out values fell outside the representable range (`--check-inputs`).
+    pub saturation: Option<SaturationReport>,
+}
+
+/// Saturation of one tensor on held-out inputs.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SaturationReport {
+    /// Values seen.
+    pub values: u64,
+    /// Below the representable minimum.
+    pub below: u64,
+    /// Above the representable maximum.
+    pub above: u64,
+    /// (below + above) / values.
+    pub share: f64,
+}
+
+/// A node left in float.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedNode {
+    /// The node.
+    pub node: String,
+    /// Its op type.
+    pub op_type: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Output SQNR of the quantized model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accuracy {
+    /// `check-inputs` (held out) or `calibration` (in-sample).
+    pub on: String,
+    /// Samples compared.
+    pub samples: usize,
+    /// 10·log10(Σr²/Σ(r−q)²) over every float output element.
+    #[serde(serialize_with = "finite_or_text")]
+    pub sqnr_db: f64,
+}

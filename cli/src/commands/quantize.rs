@@ -1,0 +1,425 @@
+//! `kiln quantize MODEL -o OUT --calibration DATA [options]`: static QDQ quantization with
+//! calibrated ranges (or `--dynamic`), sensitive ops pinned to a 16-bit float.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use kiln_backends::calibrate::{CalibrationData, CalibrationOptions, Method};
+use kiln_backends::quantize::{
+    quantize, read_overrides, Mode, QuantizeError, QuantizeOptions, QuantizeReport, RangeSource,
+    Stage,
+};
+use kiln_backends::runtime::SessionOptions;
+use kiln_passes::optimize::OptimizeOptions;
+use kiln_passes::quant::{PinFloat, QuantConfig, QuantScheme, QuantType, WeightConfig};
+use kiln_proto::{ExternalData, SaveOptions, DEFAULT_SIZE_THRESHOLD};
+
+use super::Outcome;
+use crate::error::CliError;
+use crate::progress::ProgressBar;
+use crate::{model_file, render};
+
+/// Op types pinned to a 16-bit float unless told otherwise.
+const DEFAULT_PINNED: &str = "LayerNormalization,Softmax";
+
+/// Arguments of `kiln quantize`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The float model.
+    model: PathBuf,
+    /// Where to write the quantized model.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Calibration samples: a folder of `test_data_set_*` (one sample each), a folder of
+    /// `<input>.npy`/`.pb` (arrays with one more leading dim hold several samples), a folder
+    /// of `.npy` files for a one-input model (one sample each), or an `.npz`.
+    #[arg(long, value_name = "DATA", conflicts_with_all = ["synthetic", "ranges"])]
+    calibration: Option<PathBuf>,
+    /// Calibrate on N seeded random samples (a placeholder: ranges from random data are not
+    /// the ranges of real inputs).
+    #[arg(long, value_name = "N", conflicts_with = "ranges")]
+    synthetic: Option<usize>,
+    /// Seed of --synthetic.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// How statistics become ranges.
+    #[arg(long, value_enum, default_value_t = MethodArg::Minmax)]
+    method: MethodArg,
+    /// Percentile kept by --method percentile.
+    #[arg(long, value_name = "P", default_value_t = 99.999)]
+    percentile: f64,
+    /// MinMax with a moving average of per-sample min/max (ORT's CalibMovingAverage).
+    #[arg(long)]
+    moving_average: bool,
+    /// The moving average's constant.
+    #[arg(long, value_name = "C", default_value_t = 0.01, requires = "moving_average")]
+    averaging_constant: f32,
+    /// Activation type.
+    #[arg(long, value_name = "TYPE", default_value = "uint8")]
+    activations: QuantType,
+    /// Weight type (int8 is symmetric, uint8 asymmetric, as in ONNX Runtime).
+    #[arg(long, value_name = "TYPE", default_value = "int8", value_parser = parse_weight_type)]
+    weights: QuantType,
+    /// One scale per output channel (the default).
+    #[arg(long, conflicts_with = "per_tensor")]
+    per_channel: bool,
+    /// One scale per weight tensor.
+    #[arg(long)]
+    per_tensor: bool,
+    /// Symmetric activations (zero point in the middle of the range).
+    #[arg(long)]
+    symmetric_activations: bool,
+    /// Weights use one bit less of range (for CPUs without VNNI/dot-product instructions).
+    #[arg(long)]
+    reduce_range: bool,
+    /// Quantize only these op types (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "OPS")]
+    op_types: Option<Vec<String>>,
+    /// Leave these nodes in float (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "NODES")]
+    exclude_nodes: Vec<String>,
+    /// Leave these op types in float.
+    #[arg(long, value_delimiter = ',', value_name = "OPS")]
+    exclude_op_types: Vec<String>,
+    /// Per-tensor exceptions (dtype, symmetric, fixed range) from a YAML file.
+    #[arg(long, value_name = "FILE.yaml")]
+    overrides: Option<PathBuf>,
+    /// Op types computed in a 16-bit float instead of integers [default: LayerNormalization,Softmax].
+    #[arg(long, value_delimiter = ',', value_name = "OPS", conflicts_with = "no_pin")]
+    pin_float: Option<Vec<String>>,
+    /// The float pinned ops compute in.
+    #[arg(long, value_enum, default_value_t = PinTypeArg::Float16)]
+    pin_type: PinTypeArg,
+    /// Pin nothing: every supported op is quantized.
+    #[arg(long)]
+    no_pin: bool,
+    /// Save the calibration statistics (mergeable across shards) to FILE.
+    #[arg(long, value_name = "FILE")]
+    save_ranges: Option<PathBuf>,
+    /// Use saved statistics instead of calibrating; several files (shards) merge.
+    #[arg(long, value_name = "FILE", value_delimiter = ',', num_args = 1..)]
+    ranges: Vec<PathBuf>,
+    /// Quantize weights only; activations are quantized at run time (DynamicQuantizeLinear).
+    #[arg(long, conflicts_with_all = ["ranges", "save_ranges", "sensitivity"])]
+    dynamic: bool,
+    /// Held-out inputs: report the share of values that saturate per tensor, and the output SQNR.
+    #[arg(long, value_name = "DATA")]
+    check_inputs: Option<PathBuf>,
+    /// Quantize one op at a time and report each op's output SQNR, worst first.
+    #[arg(long)]
+    sensitivity: bool,
+    /// Samples each sensitivity run uses.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    sensitivity_samples: usize,
+    /// Skip the optimization pipeline (folding, fusions, opset upgrade) that runs first.
+    #[arg(long)]
+    no_optimize: bool,
+    /// ONNX Runtime intra-op threads during calibration (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Store weights in a data file beside the output.
+    #[arg(long)]
+    external_data: bool,
+    /// With --external-data: tensors of at least this many bytes go to the data file.
+    #[arg(long, requires = "external_data", value_name = "BYTES", default_value_t = DEFAULT_SIZE_THRESHOLD)]
+    size_threshold: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Minmax,
+    Percentile,
+    Entropy,
+    Mse,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PinTypeArg {
+    Float16,
+    Bfloat16,
+}
+
+fn parse_weight_type(s: &str) -> Result<QuantType, String> {
+    match s {
+        "int8" => Ok(QuantType::Int8),
+        "uint8" => Ok(QuantType::Uint8),
+        _ => Err(format!("'{s}': weights are int8 or uint8")),
+    }
+}
+
+/// Quantizes, saves, and prints a summary.
+pub fn run(args: Args) -> Result<Outcome, CliError> {
+    let options = options(&args)?;
+    let mut file = model_file::open(&args.model)?;
+    let started = Instant::now();
+    let mut calibrating = ProgressBar::new("calibrating");
+    let mut checking = ProgressBar::new("checking");
+    let mut layers = ProgressBar::new("sensitivity");
+    let report = quantize(&mut file.model, &options, &mut |stage, p| {
+        let bar = match stage {
+            Stage::Calibrating => &mut calibrating,
+            Stage::Checking => &mut checking,
+            Stage::Sensitivity => &mut layers,
+        };
+        bar.update(p.done, p.total, p.elapsed);
+    })
+    .map_err(|e| quantize_error(&args.model, e))?;
+    drop((calibrating, checking, layers));
+    let seconds = started.elapsed().as_secs_f64();
+
+    let proto = file.model.to_proto();
+    let external = if args.external_data {
+        ExternalData::External {
+            location: None,
+            size_threshold: args.size_threshold,
+        }
+    } else {
+        ExternalData::Embed
+    };
+    model_file::create_parent(&args.output)?;
+    let saved = kiln_proto::save_loaded(
+        &file.loaded,
+        &proto,
+        &args.output,
+        &SaveOptions { external },
+    )?;
+    for w in saved.warnings.iter().chain(&report.warnings) {
+        eprintln!("kiln: warning: {w}");
+    }
+    print!("{}", text(&report, seconds));
+    println!(
+        "wrote {} ({})",
+        saved.model_path.display(),
+        render::bytes(saved.model_bytes + saved.data_bytes)
+    );
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        model_file::write_text(path, &json)?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// Errors about the model itself get its path; data and option errors name their own files.
+fn quantize_error(model: &std::path::Path, e: QuantizeError) -> CliError {
+    let about_model = matches!(
+        e,
+        QuantizeError::Pass(_) | QuantizeError::Optimize(_) | QuantizeError::AlreadyQuantized { .. }
+    );
+    CliError::Quantize {
+        path: about_model.then(|| model.to_path_buf()),
+        source: Box::new(e),
+    }
+}
+
+fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
+    let usage = |m: &str| CliError::Usage(m.to_string());
+    let mut config = QuantConfig {
+        activations: QuantScheme::new(args.activations, args.symmetric_activations),
+        weights: WeightConfig {
+            scheme: QuantScheme {
+                dtype: args.weights,
+                symmetric: args.weights == QuantType::Int8,
+                reduce_range: args.reduce_range,
+            },
+            per_channel: !args.per_tensor,
+        },
+        op_types: args
+            .op_types
+            .as_ref()
+            .map(|v| v.iter().filter(|s| !s.is_empty()).cloned().collect()),
+        exclude_nodes: args.exclude_nodes.iter().cloned().collect(),
+        exclude_op_types: args.exclude_op_types.iter().cloned().collect(),
+        ..QuantConfig::default()
+    };
+    if let Some(path) = &args.overrides {
+        config.overrides = read_overrides(path).map_err(|e| CliError::Quantize {
+            path: None,
+            source: Box::new(e),
+        })?;
+    }
+    config.pin_float = match args.pin_type {
+        PinTypeArg::Float16 => PinFloat::Float16,
+        PinTypeArg::Bfloat16 => PinFloat::Bfloat16,
+    };
+    config.pin_ops = if args.no_pin {
+        BTreeSet::new()
+    } else if let Some(ops) = &args.pin_float {
+        let pinned: BTreeSet<String> = ops.iter().filter(|s| !s.is_empty()).cloned().collect();
+        if let Some(both) = config
+            .op_types
+            .as_ref()
+            .and_then(|q| pinned.iter().find(|p| q.contains(*p)))
+        {
+            return Err(usage(&format!(
+                "{both} is in both --op-types (quantize it) and --pin-float (keep it in float)"
+            )));
+        }
+        pinned
+    } else {
+        // The default pins give way to op types the user asked to quantize.
+        DEFAULT_PINNED
+            .split(',')
+            .filter(|p| config.op_types.as_ref().is_none_or(|q| !q.contains(*p)))
+            .map(String::from)
+            .collect()
+    };
+    if !(0.0..=100.0).contains(&args.percentile) || args.percentile < 50.0 {
+        return Err(usage(&format!(
+            "--percentile {}: expected a value in [50, 100]",
+            args.percentile
+        )));
+    }
+    if args.sensitivity && args.sensitivity_samples == 0 {
+        return Err(usage("--sensitivity-samples must be at least 1"));
+    }
+    let samples = match (&args.calibration, args.synthetic) {
+        (Some(p), _) => Some(CalibrationData::Path(p.clone())),
+        (None, Some(0)) => return Err(usage("--synthetic needs at least 1 sample")),
+        (None, Some(n)) => Some(CalibrationData::Synthetic {
+            count: n,
+            seed: args.seed,
+        }),
+        (None, None) => None,
+    };
+    let mut session = SessionOptions::default();
+    if let Some(t) = args.threads {
+        session = session.with_intra_threads(t);
+    }
+    let mode = if args.dynamic {
+        Mode::Dynamic { samples }
+    } else {
+        let source = match samples {
+            Some(s) => RangeSource::Calibrate(s),
+            None if !args.ranges.is_empty() => RangeSource::Saved(args.ranges.clone()),
+            None => {
+                return Err(usage(
+                    "static quantization needs ranges: give --calibration DATA, --synthetic N or --ranges FILE (or use --dynamic)",
+                ))
+            }
+        };
+        let method = match args.method {
+            MethodArg::Minmax => Method::MinMax,
+            MethodArg::Percentile => Method::Percentile(args.percentile),
+            MethodArg::Entropy => Method::Entropy,
+            MethodArg::Mse => Method::Mse,
+        };
+        Mode::Static {
+            source,
+            method,
+            calibration: CalibrationOptions {
+                moving_average: args.moving_average.then_some(args.averaging_constant),
+                intra_threads: args.threads,
+                ..CalibrationOptions::default()
+            },
+            save_stats: args.save_ranges.clone(),
+        }
+    };
+    Ok(QuantizeOptions {
+        config,
+        optimize: (!args.no_optimize).then(OptimizeOptions::default),
+        mode,
+        check: args.check_inputs.clone().map(CalibrationData::Path),
+        sensitivity: args.sensitivity.then_some(args.sensitivity_samples),
+        session,
+    })
+}
+
+/// The terminal summary.
+fn text(r: &QuantizeReport, seconds: f64) -> String {
+    let mut out = String::new();
+    let s = &r.settings;
+    out.push_str(&format!(
+        "{} quantization: activations {}{}, weights {} {}{}\n",
+        r.mode,
+        s.activations,
+        if s.symmetric_activations { " symmetric" } else { "" },
+        s.weights,
+        if s.per_channel { "per-channel" } else { "per-tensor" },
+        s.method
+            .as_ref()
+            .map(|m| format!(", {m} ranges"))
+            .unwrap_or_default(),
+    ));
+    if let Some(c) = &r.calibration {
+        out.push_str(&format!(
+            "calibration  {} samples ({}), {} tensors\n",
+            c.samples, c.source, c.tensors
+        ));
+    }
+    if r.opset.after != r.opset.before {
+        out.push_str(&format!("opset        {} → {}\n", r.opset.before, r.opset.after));
+    }
+    out.push_str(&format!(
+        "nodes        {} → {} ({} quantized, {} left in float)\n",
+        r.nodes.before,
+        r.nodes.after,
+        r.quantized_nodes.len(),
+        r.skipped.len()
+    ));
+    let count = |k: &str| r.tensors.iter().filter(|t| t.kind == k).count();
+    out.push_str(&format!(
+        "tensors      {} activations, {} weights, {} biases\n",
+        count("activation"),
+        count("weight"),
+        count("bias")
+    ));
+    if let Some(p) = &r.pinning {
+        if !s.pin_ops.is_empty() {
+            let changed: Vec<String> = p.changes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            out.push_str(&format!(
+                "pinned       {} to {}{}\n",
+                s.pin_ops.join(", "),
+                s.pin_type,
+                if changed.is_empty() {
+                    " (none in the model)".to_string()
+                } else {
+                    format!(" ({})", changed.join(", "))
+                }
+            ));
+        }
+    }
+    let saturating: Vec<&_> = r
+        .tensors
+        .iter()
+        .filter(|t| t.saturation.is_some_and(|s| s.share > 0.0))
+        .collect();
+    if r.tensors.iter().any(|t| t.saturation.is_some()) {
+        let mut worst = saturating.clone();
+        worst.sort_by(|a, b| {
+            let (x, y) = (a.saturation.map_or(0.0, |s| s.share), b.saturation.map_or(0.0, |s| s.share));
+            y.total_cmp(&x).then_with(|| a.name.cmp(&b.name))
+        });
+        out.push_str(&format!(
+            "saturation   {} of {} checked tensors saturate on held-out inputs\n",
+            saturating.len(),
+            r.tensors.iter().filter(|t| t.saturation.is_some()).count()
+        ));
+        for t in worst.iter().take(5) {
+            let share = t.saturation.map_or(0.0, |s| s.share);
+            out.push_str(&format!("  {:>8.4}%  {}\n", share * 100.0, t.name));
+        }
+    }
+    if let Some(a) = &r.accuracy {
+        out.push_str(&format!(
+            "accuracy     output SQNR {:.2} dB vs float on {} {} sample(s)\n",
+            a.sqnr_db, a.samples, a.on
+        ));
+    }
+    if let Some(sens) = &r.sensitivity {
+        out.push_str("sensitivity  (only this node quantized; lowest SQNR = most sensitive)\n");
+        let mut rows = vec![vec!["node".to_string(), "op".to_string(), "SQNR dB".to_string()]];
+        for l in sens.iter().take(10) {
+            rows.push(vec![l.node.clone(), l.op_type.clone(), format!("{:.2}", l.sqnr_db)]);
+        }
+        out.push_str(&render::table(&rows));
+        if sens.len() > 10 {
+            out.push_str(&format!("  ... {} more in the JSON report\n", sens.len() - 10));
+        }
+    }
+    out.push_str(&format!("time         {seconds:.2} s\n"));
+    out
+}
