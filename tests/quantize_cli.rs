@@ -25,7 +25,9 @@ fn model(name: &str) -> String {
 fn tiny_cnn_samples(dir: &Path, first: usize, count: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     for i in first..first + count {
-        let values: Vec<f32> = (0..3 * 32 * 32).map(|_| rng.next_unit() * 2.0 - 1.0).collect();
+        let values: Vec<f32> = (0..3 * 32 * 32)
+            .map(|_| rng.next_unit() * 2.0 - 1.0)
+            .collect();
         let t = Tensor::from_vec(vec![1, 3, 32, 32], values).unwrap();
         let set = dir.join(format!("test_data_set_{i}"));
         std::fs::create_dir_all(&set).unwrap();
@@ -86,11 +88,17 @@ fn static_tiny_cnn_from_data_runs_and_reports() {
     let tensors = r["tensors"].as_array().unwrap();
     let conv_w = tensors
         .iter()
-        .find(|t| t["kind"] == "weight" && t["axis"] == 0 && t["scale"].as_array().unwrap().len() > 1)
+        .find(|t| {
+            t["kind"] == "weight" && t["axis"] == 0 && t["scale"].as_array().unwrap().len() > 1
+        })
         .expect("a per-channel weight along axis 0");
     assert_eq!(conv_w["dtype"], "int8");
-    assert!(tensors.iter().any(|t| t["kind"] == "bias" && t["dtype"] == "int32"));
-    let sqnr = r["accuracy"]["sqnr_db"].as_f64().expect("accuracy measured");
+    assert!(tensors
+        .iter()
+        .any(|t| t["kind"] == "bias" && t["dtype"] == "int32"));
+    let sqnr = r["accuracy"]["sqnr_db"]
+        .as_f64()
+        .expect("accuracy measured");
     // Measured 30+ dB on this model with random calibration data; 15 catches a broken rewrite.
     assert!(sqnr > 15.0, "SQNR {sqnr}");
 }
@@ -98,17 +106,58 @@ fn static_tiny_cnn_from_data_runs_and_reports() {
 #[test]
 fn saved_statistics_of_shards_merge_into_the_single_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, all) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("all"));
+    let (a, b, all) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("all"),
+    );
     tiny_cnn_samples(&a, 0, 4, 7);
     tiny_cnn_samples(&b, 4, 4, 8);
     tiny_cnn_samples(&all, 0, 4, 7);
     tiny_cnn_samples(&all, 4, 4, 8);
     let p = |n: &str| dir.path().join(n).display().to_string();
     for method in ["minmax", "percentile", "entropy", "mse"] {
-        quantize_ok(&[&model("tiny_cnn"), "-o", &p("one.onnx"), "--calibration", &p("all"), "--method", method]);
-        quantize_ok(&[&model("tiny_cnn"), "-o", &p("a.onnx"), "--calibration", &p("a"), "--save-ranges", &p("a.json"), "--method", method]);
-        quantize_ok(&[&model("tiny_cnn"), "-o", &p("b.onnx"), "--calibration", &p("b"), "--save-ranges", &p("b.json"), "--method", method]);
-        quantize_ok(&[&model("tiny_cnn"), "-o", &p("merged.onnx"), "--ranges", &p("a.json"), &p("b.json"), "--method", method]);
+        quantize_ok(&[
+            &model("tiny_cnn"),
+            "-o",
+            &p("one.onnx"),
+            "--calibration",
+            &p("all"),
+            "--method",
+            method,
+        ]);
+        quantize_ok(&[
+            &model("tiny_cnn"),
+            "-o",
+            &p("a.onnx"),
+            "--calibration",
+            &p("a"),
+            "--save-ranges",
+            &p("a.json"),
+            "--method",
+            method,
+        ]);
+        quantize_ok(&[
+            &model("tiny_cnn"),
+            "-o",
+            &p("b.onnx"),
+            "--calibration",
+            &p("b"),
+            "--save-ranges",
+            &p("b.json"),
+            "--method",
+            method,
+        ]);
+        quantize_ok(&[
+            &model("tiny_cnn"),
+            "-o",
+            &p("merged.onnx"),
+            "--ranges",
+            &p("a.json"),
+            &p("b.json"),
+            "--method",
+            method,
+        ]);
         assert_eq!(
             std::fs::read(p("one.onnx")).unwrap(),
             std::fs::read(p("merged.onnx")).unwrap(),
@@ -122,27 +171,70 @@ fn same_inputs_give_identical_model_and_report() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
     for (o, r, threads) in [("1.onnx", "1.json", "1"), ("2.onnx", "2.json", "2")] {
-        quantize_ok(&[&model("bert_tiny_op17"), "-o", &p(o), "--synthetic", "4", "--report", &p(r), "--threads", threads]);
+        quantize_ok(&[
+            &model("bert_tiny_op17"),
+            "-o",
+            &p(o),
+            "--synthetic",
+            "4",
+            "--report",
+            &p(r),
+            "--threads",
+            threads,
+        ]);
     }
-    assert_eq!(std::fs::read(p("1.onnx")).unwrap(), std::fs::read(p("2.onnx")).unwrap());
-    assert_eq!(std::fs::read(p("1.json")).unwrap(), std::fs::read(p("2.json")).unwrap());
+    assert_eq!(
+        std::fs::read(p("1.onnx")).unwrap(),
+        std::fs::read(p("2.onnx")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(p("1.json")).unwrap(),
+        std::fs::read(p("2.json")).unwrap()
+    );
 }
 
 #[test]
 fn bert_pins_layernorm_and_softmax_to_float16_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
-    let (stdout, stderr) = quantize_ok(&[&model("bert_tiny_op17"), "-o", &p("q.onnx"), "--synthetic", "4", "--report", &p("r.json")]);
-    assert!(stderr.contains("random inputs"), "no placeholder warning: {stderr}");
+    let (stdout, stderr) = quantize_ok(&[
+        &model("bert_tiny_op17"),
+        "-o",
+        &p("q.onnx"),
+        "--synthetic",
+        "4",
+        "--report",
+        &p("r.json"),
+    ]);
+    assert!(
+        stderr.contains("random inputs"),
+        "no placeholder warning: {stderr}"
+    );
     assert!(stdout.contains("pinned"), "{stdout}");
-    let m = kiln_proto::load_model(Path::new(&p("q.onnx"))).unwrap().model;
+    let m = kiln_proto::load_model(Path::new(&p("q.onnx")))
+        .unwrap()
+        .model;
     let g = m.graph.unwrap();
     // Every LayerNormalization/Softmax reads a value a Cast produced (float16), none reads a DQ.
-    let producer = |v: &str| g.node.iter().find(|n| n.output.iter().any(|o| o == v)).map(|n| n.op_type.clone());
-    let pinned: Vec<_> = g.node.iter().filter(|n| n.op_type == "LayerNormalization" || n.op_type == "Softmax").collect();
+    let producer = |v: &str| {
+        g.node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == v))
+            .map(|n| n.op_type.clone())
+    };
+    let pinned: Vec<_> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "LayerNormalization" || n.op_type == "Softmax")
+        .collect();
     assert!(!pinned.is_empty());
     for n in pinned {
-        assert_eq!(producer(&n.input[0]).as_deref(), Some("Cast"), "{} input 0", n.name);
+        assert_eq!(
+            producer(&n.input[0]).as_deref(),
+            Some("Cast"),
+            "{} input 0",
+            n.name
+        );
     }
     let r = report(Path::new(&p("r.json")));
     assert_eq!(r["settings"]["pin_type"], "float16");
@@ -154,7 +246,16 @@ fn dynamic_mode_writes_integer_matmuls() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d.onnx");
     let rep = dir.path().join("d.json");
-    quantize_ok(&[&model("bert_tiny_op17"), "-o", out.to_str().unwrap(), "--dynamic", "--synthetic", "2", "--report", rep.to_str().unwrap()]);
+    quantize_ok(&[
+        &model("bert_tiny_op17"),
+        "-o",
+        out.to_str().unwrap(),
+        "--dynamic",
+        "--synthetic",
+        "2",
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
     let ops = ops(&out);
     assert!(ops.iter().any(|o| o == "DynamicQuantizeLinear"), "{ops:?}");
     assert!(ops.iter().any(|o| o == "MatMulInteger"), "{ops:?}");
@@ -171,24 +272,52 @@ fn check_inputs_report_saturation_and_sensitivity_is_sorted() {
     let mut rng = Rng::new(9);
     let set = check.join("test_data_set_0");
     std::fs::create_dir_all(&set).unwrap();
-    let values: Vec<f32> = (0..3 * 32 * 32).map(|_| rng.next_unit() * 4.0 - 2.0).collect();
-    write_values(&set, &vec![("input".to_string(), Value::Tensor(Tensor::from_vec(vec![1, 3, 32, 32], values).unwrap()))]).unwrap();
+    let values: Vec<f32> = (0..3 * 32 * 32)
+        .map(|_| rng.next_unit() * 4.0 - 2.0)
+        .collect();
+    write_values(
+        &set,
+        &vec![(
+            "input".to_string(),
+            Value::Tensor(Tensor::from_vec(vec![1, 3, 32, 32], values).unwrap()),
+        )],
+    )
+    .unwrap();
     let rep = dir.path().join("r.json");
     let (stdout, _) = quantize_ok(&[
-        &model("tiny_cnn"), "-o", dir.path().join("q.onnx").to_str().unwrap(),
-        "--calibration", calib.to_str().unwrap(), "--check-inputs", check.to_str().unwrap(),
-        "--sensitivity", "--sensitivity-samples", "2", "--report", rep.to_str().unwrap(),
+        &model("tiny_cnn"),
+        "-o",
+        dir.path().join("q.onnx").to_str().unwrap(),
+        "--calibration",
+        calib.to_str().unwrap(),
+        "--check-inputs",
+        check.to_str().unwrap(),
+        "--sensitivity",
+        "--sensitivity-samples",
+        "2",
+        "--report",
+        rep.to_str().unwrap(),
     ]);
     assert!(stdout.contains("saturation"), "{stdout}");
     let r = report(&rep);
-    let input = r["tensors"].as_array().unwrap().iter().find(|t| t["name"] == "input").expect("graph input quantized");
-    let share = input["saturation"]["share"].as_f64().expect("saturation measured");
+    let input = r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "input")
+        .expect("graph input quantized");
+    let share = input["saturation"]["share"]
+        .as_f64()
+        .expect("saturation measured");
     // Uniform on [-2, 2) against a range of about [-1, 1]: about half saturates.
     assert!(share > 0.3 && share < 0.7, "{share}");
     assert_eq!(r["accuracy"]["on"], "check-inputs");
     let sens = r["sensitivity"].as_array().unwrap();
     assert!(sens.len() >= 3, "{sens:?}");
-    let dbs: Vec<f64> = sens.iter().map(|s| s["sqnr_db"].as_f64().unwrap_or(f64::INFINITY)).collect();
+    let dbs: Vec<f64> = sens
+        .iter()
+        .map(|s| s["sqnr_db"].as_f64().unwrap_or(f64::INFINITY))
+        .collect();
     assert!(dbs.windows(2).all(|w| w[0] <= w[1]), "not sorted: {dbs:?}");
 }
 
@@ -199,9 +328,22 @@ fn sixteen_bit_activations_upgrade_the_opset_and_beat_eight_bit() {
     tiny_cnn_samples(&data, 0, 4, 5);
     let p = |n: &str| dir.path().join(n).display().to_string();
     let sqnr = |acts: &str| {
-        quantize_ok(&[&model("tiny_cnn"), "-o", &p(&format!("{acts}.onnx")), "--calibration", &p("calib"), "--activations", acts, "--report", &p(&format!("{acts}.json"))]);
+        quantize_ok(&[
+            &model("tiny_cnn"),
+            "-o",
+            &p(&format!("{acts}.onnx")),
+            "--calibration",
+            &p("calib"),
+            "--activations",
+            acts,
+            "--report",
+            &p(&format!("{acts}.json")),
+        ]);
         let r = report(Path::new(&p(&format!("{acts}.json"))));
-        (r["accuracy"]["sqnr_db"].as_f64().unwrap(), r["opset"]["after"].as_i64().unwrap())
+        (
+            r["accuracy"]["sqnr_db"].as_f64().unwrap(),
+            r["opset"]["after"].as_i64().unwrap(),
+        )
     };
     let (s8, _) = sqnr("uint8");
     let (s16, opset) = sqnr("uint16");
@@ -217,7 +359,14 @@ fn bad_input_is_refused_with_one_line_and_no_output() {
     let run = |args: &[&str]| Command::new(kiln_bin()).args(args).output().unwrap();
     // Missing calibration folder.
     let missing = dir.path().join("nope");
-    let args = ["quantize", &model("tiny_cnn"), "-o", o, "--calibration", missing.to_str().unwrap()];
+    let args = [
+        "quantize",
+        &model("tiny_cnn"),
+        "-o",
+        o,
+        "--calibration",
+        missing.to_str().unwrap(),
+    ];
     assert_one_line_refusal(&args, &run(&args), "nope", &[]);
     // An already quantized model.
     let qdq = model("bert_tiny_qdq");
@@ -226,20 +375,60 @@ fn bad_input_is_refused_with_one_line_and_no_output() {
     // An overrides file with a misspelled key.
     let yaml = dir.path().join("o.yaml");
     std::fs::write(&yaml, "tensors:\n  input:\n    dtyp: uint16\n").unwrap();
-    let args = ["quantize", &model("tiny_cnn"), "-o", o, "--synthetic", "1", "--overrides", yaml.to_str().unwrap()];
+    let args = [
+        "quantize",
+        &model("tiny_cnn"),
+        "-o",
+        o,
+        "--synthetic",
+        "1",
+        "--overrides",
+        yaml.to_str().unwrap(),
+    ];
     assert_one_line_refusal(&args, &run(&args), "o.yaml:3:", &["dtyp"]);
     // Statistics of another model.
     let stats = dir.path().join("bert.json");
-    quantize_ok(&[&model("bert_tiny_op17"), "-o", dir.path().join("b.onnx").to_str().unwrap(), "--synthetic", "1", "--save-ranges", stats.to_str().unwrap()]);
+    quantize_ok(&[
+        &model("bert_tiny_op17"),
+        "-o",
+        dir.path().join("b.onnx").to_str().unwrap(),
+        "--synthetic",
+        "1",
+        "--save-ranges",
+        stats.to_str().unwrap(),
+    ]);
     std::fs::remove_file(dir.path().join("b.onnx")).unwrap();
-    let args = ["quantize", &model("tiny_cnn"), "-o", o, "--ranges", stats.to_str().unwrap()];
-    assert_one_line_refusal(&args, &run(&args), "bert.json", &["no statistics for tensor"]);
+    let args = [
+        "quantize",
+        &model("tiny_cnn"),
+        "-o",
+        o,
+        "--ranges",
+        stats.to_str().unwrap(),
+    ];
+    assert_one_line_refusal(
+        &args,
+        &run(&args),
+        "bert.json",
+        &["no statistics for tensor"],
+    );
     // No ranges at all.
     let args = ["quantize", &model("tiny_cnn"), "-o", o];
     assert_one_line_refusal(&args, &run(&args), "--calibration", &[]);
     // Wrong calibration shapes: bert samples for tiny_cnn.
-    let args = ["quantize", &model("tiny_cnn"), "-o", o, "--calibration", repo_root().join("models/bert_tiny_op17").to_str().unwrap()];
+    let args = [
+        "quantize",
+        &model("tiny_cnn"),
+        "-o",
+        o,
+        "--calibration",
+        repo_root().join("models/bert_tiny_op17").to_str().unwrap(),
+    ];
     assert_one_line_refusal(&args, &run(&args), "bert_tiny_op17", &[]);
-    let left: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "onnx")).collect();
+    let left: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
     assert!(left.is_empty(), "output left behind: {left:?}");
 }

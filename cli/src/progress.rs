@@ -29,7 +29,11 @@ impl ProgressBar {
             return;
         }
         let now = Instant::now();
-        if done < total && self.last.is_some_and(|t| now - t < Duration::from_millis(100)) {
+        if done < total
+            && self
+                .last
+                .is_some_and(|t| now - t < Duration::from_millis(100))
+        {
             return;
         }
         self.last = Some(now);
@@ -41,7 +45,11 @@ impl ProgressBar {
             String::new()
         };
         let width = 24;
-        let filled = if total > 0 { width * done.min(total) / total } else { 0 };
+        let filled = if total > 0 {
+            width * done.min(total) / total
+        } else {
+            0
+        };
         let _ = write!(
             std::io::stderr(),
             "\r{} [{}{}] {done}/{total}  {rate:.1}/s  {eta}   ",

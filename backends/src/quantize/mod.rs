@@ -6,6 +6,7 @@
 
 mod accuracy;
 mod error;
+mod index_bounds;
 mod overrides;
 mod report;
 mod sensitivity;
@@ -17,22 +18,24 @@ use kiln_passes::ir::Model;
 use kiln_passes::opset::UpgradeOpset;
 use kiln_passes::optimize::{optimize, OptimizeOptions};
 use kiln_passes::pipeline::{Changes, Pass};
-use kiln_passes::precision::{ort_cpu_lacks_kernel, CancelCasts, PinPrecision};
+use kiln_passes::precision::{CancelCasts, PinPrecision};
 use kiln_passes::quant::{dynamic, qdq, PinFloat, QuantConfig, QuantType, Ranges};
 
 use crate::calibrate::{
-    collect, open_samples, saturation, CalibrationData, CalibrationOptions, Method, Progress,
+    collect, open_samples_with, saturation, CalibrationData, CalibrationOptions, Method, Progress,
     Statistics,
 };
 use crate::runtime::{capturable_names, Session, SessionOptions};
+use crate::validate::SyntheticSpec;
 use crate::value::NamedValues;
 
 pub use accuracy::{output_sqnr, Sqnr};
 pub use error::QuantizeError;
+pub use index_bounds::index_bounds;
 pub use overrides::{parse_overrides, read_overrides};
 pub use report::{
-    Accuracy, Before, CalibrationSummary, PassSummary, QuantizeReport, SaturationReport,
-    Settings, SkippedNode, TensorReport,
+    Accuracy, Before, CalibrationSummary, PassSummary, QuantizeReport, SaturationReport, Settings,
+    SkippedNode, TensorReport,
 };
 pub use sensitivity::{sensitivity, LayerSensitivity};
 
@@ -98,6 +101,9 @@ pub struct QuantizeOptions {
     pub sensitivity: Option<usize>,
     /// How ONNX Runtime sessions are made.
     pub session: SessionOptions,
+    /// Shapes and bounds of synthetic inputs; integer inputs that index a table get the
+    /// table's length unless set here.
+    pub synthetic: SyntheticSpec,
 }
 
 /// What is running, for progress display.
@@ -119,7 +125,7 @@ pub fn quantize(
 ) -> Result<QuantizeReport, QuantizeError> {
     refuse_quantized(model)?;
     let config = &options.config;
-    let nodes_before = model.graph.node_count() as i64;
+    let nodes_before = operators(model);
     let opset_before = model.opset("").unwrap_or(0);
     let mut warnings = Vec::new();
 
@@ -173,6 +179,10 @@ pub fn quantize(
         sensitivity: None,
         warnings: Vec::new(),
     };
+    let mut spec = options.synthetic.clone();
+    for (input, high) in index_bounds(&float) {
+        spec.int_high.entry(input).or_insert(high);
+    }
     let float_proto = float.to_proto();
     let float_inputs = Session::from_model_with(&float_proto, &options.session)?.inputs();
     // Samples the accuracy is measured on when no held-out set is given.
@@ -193,7 +203,7 @@ pub fn quantize(
                             "ranges come from random inputs (--synthetic): they are a placeholder; calibrate on real data before shipping".to_string(),
                         );
                     }
-                    let samples = open_samples(data, &float_inputs)?;
+                    let samples = open_samples_with(data, &float_inputs, &spec)?;
                     let stats = collect(
                         &float_proto,
                         &plan.tensors,
@@ -281,13 +291,17 @@ pub fn quantize(
             }
 
             if let Some(n) = options.sensitivity {
-                let data = options.check.as_ref().or(in_sample.as_ref()).ok_or_else(|| {
-                    QuantizeError::Options(
+                let data = options
+                    .check
+                    .as_ref()
+                    .or(in_sample.as_ref())
+                    .ok_or_else(|| {
+                        QuantizeError::Options(
                         "--sensitivity needs samples: --calibration, --synthetic or --check-inputs"
                             .into(),
                     )
-                })?;
-                let samples = take(data, &float_inputs, n)?;
+                    })?;
+                let samples = take(data, &float_inputs, &spec, n)?;
                 let total = plan.nodes.len();
                 report.sensitivity = Some(sensitivity(
                     &float,
@@ -343,27 +357,23 @@ pub fn quantize(
     }
 
     if !config.pin_ops.is_empty() {
-        let pin = PinPrecision {
-            ops: config.pin_ops.clone(),
-            float: config.pin_float,
-            simulate: config
-                .pin_ops
-                .iter()
-                .filter(|op| ort_cpu_lacks_kernel(op, config.pin_float))
-                .cloned()
-                .collect(),
-        };
+        // Ops ORT's CPU provider has no low-float kernel for are written as the simulated
+        // twin (float32 between rounding casts), so the output runs faithfully in ORT.
+        let pin = PinPrecision::for_ort_cpu(config.pin_ops.clone(), config.pin_float);
         let mut changes = pin.run(model)?;
         changes.merge(&CancelCasts.run(model)?);
         report.pinning = Some(summary(pin.name(), &changes));
     }
-    model.graph.verify().map_err(kiln_passes::pipeline::PassError::from)?;
+    model
+        .graph
+        .verify()
+        .map_err(kiln_passes::pipeline::PassError::from)?;
 
     // Held-out saturation: how much of each activation falls outside its quantized range.
     if let Some(check) = &options.check {
         let limits = activation_limits(&report.tensors, &float_proto);
         if !limits.is_empty() {
-            let samples = open_samples(check, &float_inputs)?;
+            let samples = open_samples_with(check, &float_inputs, &spec)?;
             let sat = saturation(
                 &float_proto,
                 &limits,
@@ -391,7 +401,7 @@ pub fn quantize(
         (None, None) => ("", None, 0),
     };
     if let Some(data) = data {
-        let samples = take(data, &float_inputs, limit)?;
+        let samples = take(data, &float_inputs, &spec, limit)?;
         let sqnr = output_sqnr(&float_proto, &model.to_proto(), &samples, &options.session)?;
         report.accuracy = Some(Accuracy {
             on: on.to_string(),
@@ -401,7 +411,7 @@ pub fn quantize(
     }
 
     report.opset.after = model.opset("").unwrap_or(0);
-    report.nodes.after = model.graph.node_count() as i64;
+    report.nodes.after = operators(model);
     report.warnings = warnings;
     Ok(report)
 }
@@ -431,10 +441,11 @@ fn refuse_quantized(model: &Model) -> Result<(), QuantizeError> {
 fn take(
     data: &CalibrationData,
     inputs: &[crate::runtime::IoInfo],
+    spec: &SyntheticSpec,
     limit: usize,
 ) -> Result<Vec<NamedValues>, QuantizeError> {
     let mut out = Vec::new();
-    for s in open_samples(data, inputs)? {
+    for s in open_samples_with(data, inputs, spec)? {
         if out.len() >= limit {
             break;
         }
@@ -502,7 +513,7 @@ fn settings(o: &QuantizeOptions) -> Settings {
         per_channel: c.weights.per_channel,
         reduce_range: c.weights.scheme.reduce_range,
         method: match &o.mode {
-            Mode::Static { method, .. } => Some(method.to_string()),
+            Mode::Static { method, .. } => Some(method_name(method)),
             Mode::Dynamic { .. } => None,
         },
         pin_ops: c.pin_ops.iter().cloned().collect(),
@@ -513,4 +524,19 @@ fn settings(o: &QuantizeOptions) -> Settings {
         .into(),
         overrides: c.overrides.len(),
     }
+}
+
+/// `minmax`, `percentile 99.999`, `entropy`, `mse`.
+fn method_name(m: &Method) -> String {
+    match m {
+        Method::MinMax => "minmax".to_string(),
+        Method::Percentile(p) => format!("percentile {p}"),
+        Method::Entropy => "entropy".to_string(),
+        Method::Mse => "mse".to_string(),
+    }
+}
+
+/// Operators of the main graph (what `kiln inspect` counts as nodes).
+fn operators(model: &Model) -> i64 {
+    model.graph.nodes().filter(|(_, n)| n.is_operator()).count() as i64
 }

@@ -120,7 +120,10 @@ mod tests {
         assert!(s.starts_with("o.yaml:3:"), "{s}");
         assert!(s.contains("dtyp"), "{s}");
         let e = parse_overrides("tensors:\n  a:\n    dtype: int4\n", "o.yaml").unwrap_err();
-        assert!(e.to_string().contains("'a'") && e.to_string().contains("int4"), "{e}");
+        assert!(
+            e.to_string().contains("'a'") && e.to_string().contains("int4"),
+            "{e}"
+        );
         let e = parse_overrides("tensors:\n  a:\n    range: [3, 1]\n", "o.yaml").unwrap_err();
         assert!(e.to_string().contains("min <= max"), "{e}");
     }

@@ -16,6 +16,31 @@ use super::Outcome;
 use crate::error::CliError;
 use crate::{model_file, render};
 
+/// A synthetic-input spec from `--dim NAME=SIZE` and `--int-high [INPUT:]N` flags.
+pub fn synthetic_spec(dims: &[String], int_high: &[String]) -> Result<SyntheticSpec, CliError> {
+    let mut spec = SyntheticSpec::default();
+    for h in int_high {
+        let bad = || CliError::Usage(format!("--int-high {h}: expected N or INPUT:N"));
+        match h.parse::<u64>() {
+            Ok(n) => spec.default_int_high = n,
+            Err(_) => {
+                let (name, n) = h.rsplit_once(':').ok_or_else(bad)?;
+                spec.int_high
+                    .insert(name.to_string(), n.trim().parse().map_err(|_| bad())?);
+            }
+        }
+    }
+    for d in dims {
+        let parsed = d
+            .rsplit_once('=')
+            .and_then(|(name, size)| Some((name.to_string(), size.parse().ok()?)));
+        let (name, size) =
+            parsed.ok_or_else(|| CliError::Usage(format!("--dim {d}: expected NAME=SIZE")))?;
+        spec.dims.insert(name, size);
+    }
+    Ok(spec)
+}
+
 /// Where model inputs come from.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InputArgs {
@@ -268,26 +293,7 @@ pub fn input_samples(
                 .collect()
         }
         (None, Some(n)) => {
-            let mut spec = SyntheticSpec::default();
-            for h in &args.int_high {
-                let bad = || CliError::Usage(format!("--int-high {h}: expected N or INPUT:N"));
-                match h.parse::<u64>() {
-                    Ok(n) => spec.default_int_high = n,
-                    Err(_) => {
-                        let (name, n) = h.rsplit_once(':').ok_or_else(bad)?;
-                        spec.int_high
-                            .insert(name.to_string(), n.trim().parse().map_err(|_| bad())?);
-                    }
-                }
-            }
-            for d in &args.dims {
-                let parsed = d
-                    .rsplit_once('=')
-                    .and_then(|(name, size)| Some((name.to_string(), size.parse().ok()?)));
-                let (name, size) = parsed
-                    .ok_or_else(|| CliError::Usage(format!("--dim {d}: expected NAME=SIZE")))?;
-                spec.dims.insert(name, size);
-            }
+            let spec = synthetic_spec(&args.dims, &args.int_high)?;
             let mut rng = Rng::new(args.seed);
             let infos = session.inputs();
             (0..n)

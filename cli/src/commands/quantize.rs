@@ -43,6 +43,13 @@ pub struct Args {
     /// Seed of --synthetic.
     #[arg(long, value_name = "S", default_value_t = 0)]
     seed: u64,
+    /// Size of a free (symbolic) input dim for --synthetic, `NAME=SIZE` (default 1).
+    #[arg(long = "dim", value_name = "NAME=SIZE")]
+    dims: Vec<String>,
+    /// Exclusive upper bound of --synthetic integer inputs, `N` or `INPUT:N` (default: the
+    /// length of the table an input indexes, 2 for masks, else 10).
+    #[arg(long, value_name = "[INPUT:]N")]
+    int_high: Vec<String>,
     /// How statistics become ranges.
     #[arg(long, value_enum, default_value_t = MethodArg::Minmax)]
     method: MethodArg,
@@ -53,7 +60,12 @@ pub struct Args {
     #[arg(long)]
     moving_average: bool,
     /// The moving average's constant.
-    #[arg(long, value_name = "C", default_value_t = 0.01, requires = "moving_average")]
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 0.01,
+        requires = "moving_average"
+    )]
     averaging_constant: f32,
     /// Activation type.
     #[arg(long, value_name = "TYPE", default_value = "uint8")]
@@ -86,7 +98,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE.yaml")]
     overrides: Option<PathBuf>,
     /// Op types computed in a 16-bit float instead of integers [default: LayerNormalization,Softmax].
-    #[arg(long, value_delimiter = ',', value_name = "OPS", conflicts_with = "no_pin")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "OPS",
+        conflicts_with = "no_pin"
+    )]
     pin_float: Option<Vec<String>>,
     /// The float pinned ops compute in.
     #[arg(long, value_enum, default_value_t = PinTypeArg::Float16)]
@@ -207,7 +224,9 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
 fn quantize_error(model: &std::path::Path, e: QuantizeError) -> CliError {
     let about_model = matches!(
         e,
-        QuantizeError::Pass(_) | QuantizeError::Optimize(_) | QuantizeError::AlreadyQuantized { .. }
+        QuantizeError::Pass(_)
+            | QuantizeError::Optimize(_)
+            | QuantizeError::AlreadyQuantized { .. }
     );
     CliError::Quantize {
         path: about_model.then(|| model.to_path_buf()),
@@ -325,6 +344,7 @@ fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
         check: args.check_inputs.clone().map(CalibrationData::Path),
         sensitivity: args.sensitivity.then_some(args.sensitivity_samples),
         session,
+        synthetic: super::check::synthetic_spec(&args.dims, &args.int_high)?,
     })
 }
 
@@ -336,9 +356,17 @@ fn text(r: &QuantizeReport, seconds: f64) -> String {
         "{} quantization: activations {}{}, weights {} {}{}\n",
         r.mode,
         s.activations,
-        if s.symmetric_activations { " symmetric" } else { "" },
+        if s.symmetric_activations {
+            " symmetric"
+        } else {
+            ""
+        },
         s.weights,
-        if s.per_channel { "per-channel" } else { "per-tensor" },
+        if s.per_channel {
+            "per-channel"
+        } else {
+            "per-tensor"
+        },
         s.method
             .as_ref()
             .map(|m| format!(", {m} ranges"))
@@ -351,7 +379,10 @@ fn text(r: &QuantizeReport, seconds: f64) -> String {
         ));
     }
     if r.opset.after != r.opset.before {
-        out.push_str(&format!("opset        {} → {}\n", r.opset.before, r.opset.after));
+        out.push_str(&format!(
+            "opset        {} → {}\n",
+            r.opset.before, r.opset.after
+        ));
     }
     out.push_str(&format!(
         "nodes        {} → {} ({} quantized, {} left in float)\n",
@@ -390,7 +421,10 @@ fn text(r: &QuantizeReport, seconds: f64) -> String {
     if r.tensors.iter().any(|t| t.saturation.is_some()) {
         let mut worst = saturating.clone();
         worst.sort_by(|a, b| {
-            let (x, y) = (a.saturation.map_or(0.0, |s| s.share), b.saturation.map_or(0.0, |s| s.share));
+            let (x, y) = (
+                a.saturation.map_or(0.0, |s| s.share),
+                b.saturation.map_or(0.0, |s| s.share),
+            );
             y.total_cmp(&x).then_with(|| a.name.cmp(&b.name))
         });
         out.push_str(&format!(
@@ -411,13 +445,24 @@ fn text(r: &QuantizeReport, seconds: f64) -> String {
     }
     if let Some(sens) = &r.sensitivity {
         out.push_str("sensitivity  (only this node quantized; lowest SQNR = most sensitive)\n");
-        let mut rows = vec![vec!["node".to_string(), "op".to_string(), "SQNR dB".to_string()]];
+        let mut rows = vec![vec![
+            "node".to_string(),
+            "op".to_string(),
+            "SQNR dB".to_string(),
+        ]];
         for l in sens.iter().take(10) {
-            rows.push(vec![l.node.clone(), l.op_type.clone(), format!("{:.2}", l.sqnr_db)]);
+            rows.push(vec![
+                l.node.clone(),
+                l.op_type.clone(),
+                format!("{:.2}", l.sqnr_db),
+            ]);
         }
         out.push_str(&render::table(&rows));
         if sens.len() > 10 {
-            out.push_str(&format!("  ... {} more in the JSON report\n", sens.len() - 10));
+            out.push_str(&format!(
+                "  ... {} more in the JSON report\n",
+                sens.len() - 10
+            ));
         }
     }
     out.push_str(&format!("time         {seconds:.2} s\n"));
