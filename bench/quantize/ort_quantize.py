@@ -2,9 +2,12 @@
 """One ONNX Runtime static quantization, as its users run it; the bench measures this process.
 
     python3 bench/quantize/ort_quantize.py MODEL -o OUT --calibration DATA --method minmax|entropy
-        [--no-preprocess] [--allow-torch] [--entropy-bins N] [--info INFO.json]
+        [--no-opset-upgrade] [--no-preprocess] [--allow-torch] [--entropy-bins N] [--info INFO.json]
 
-`quant_pre_process` first (symbolic + ONNX shape inference and ORT's basic graph optimizations,
+A model below opset 13 is first converted to opset 13 with `onnx.version_converter`: per-channel
+DequantizeLinear needs the `axis` attribute of opset 13, and `quantize_static` writes it whatever
+the opset (it upgrades only opset < 10, to 11), so on opset 9-12 its output does not load
+(--no-opset-upgrade shows that). Then `quant_pre_process` (symbolic + ONNX shape inference and ORT's basic graph optimizations,
 as ORT's docs recommend). Where it raises, it is tried again without symbolic shape inference
 (the switch ORT's docs point to when that part fails), and if that raises too the raw model is
 quantized; INFO says which. Then `quantize_static`: QDQ format, per-channel weights, QUInt8 activations, QInt8 weights,
@@ -40,6 +43,7 @@ if "--allow-torch" not in sys.argv:
     sys.modules["torch"] = None
 
 import onnx  # noqa: E402
+import onnx.version_converter  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 from onnxruntime.quantization import (  # noqa: E402
     CalibrationDataReader,
@@ -95,12 +99,33 @@ def use_entropy_bins(num_bins):
     module.create_calibrator = with_bins
 
 
+PER_CHANNEL_OPSET = 13
+
+
+def upgrade_opset(path, tmp, info):
+    """path, or a copy converted to opset 13 in tmp when its default-domain opset is lower."""
+    model = onnx.load(path)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= PER_CHANNEL_OPSET:
+        return path
+    try:
+        model = onnx.version_converter.convert_version(model, PER_CHANNEL_OPSET)
+    except Exception as e:  # noqa: BLE001 - ORT then gets the model as it is
+        info["opset_upgrade"] = f"failed from {opset}: {type(e).__name__}: {e}".splitlines()[0][:300]
+        return path
+    out = os.path.join(tmp, "opset13.onnx")
+    onnx.save(model, out)
+    info["opset_upgrade"] = f"{opset} -> {PER_CHANNEL_OPSET}"
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--calibration", required=True)
     ap.add_argument("--method", choices=sorted(METHODS), required=True)
+    ap.add_argument("--no-opset-upgrade", action="store_true")
     ap.add_argument("--no-preprocess", action="store_true")
     ap.add_argument("--allow-torch", action="store_true")
     ap.add_argument("--entropy-bins", type=int)
@@ -112,6 +137,10 @@ def main():
     info = {"import_s": time.perf_counter() - T_START, "preprocess": "skipped"}
     source = args.model
     with tempfile.TemporaryDirectory(prefix="ort_quantize_") as tmp:
+        if not args.no_opset_upgrade:
+            t0 = time.perf_counter()
+            source = upgrade_opset(source, tmp, info)
+            info["opset_upgrade_s"] = time.perf_counter() - t0
         if not args.no_preprocess:
             t0 = time.perf_counter()
             pre = os.path.join(tmp, "preprocessed.onnx")
@@ -119,7 +148,7 @@ def main():
             for mode, kwargs in (("ok", {}), ("ok without symbolic shapes",
                                               {"skip_symbolic_shape": True})):
                 try:
-                    quant_pre_process(args.model, pre, **kwargs)
+                    quant_pre_process(source, pre, **kwargs)
                 except Exception as e:  # noqa: BLE001 - any failure: the next fallback
                     first = f"{type(e).__name__}: {e}".splitlines()[0][:300]
                     info.setdefault("preprocess_errors", []).append(first)

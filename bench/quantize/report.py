@@ -95,7 +95,7 @@ def main_table(rows, m):
             f"| {_f(r['ort_rss_mib'], '{:.0f}')} | {_f(r['kiln_rss_mib'], '{:.0f}')} "
             f"| {_f(r['rss_ratio'])} |")
     lines.append(
-        f"| **mean** ({m['rows']} rows) | | {_f(m['ort_sqnr_db'])} "
+        f"| **mean** (n={m['rows']}) | | {_f(m['ort_sqnr_db'])} "
         f"| {_f(m['kiln_pinned_sqnr_db'])} / {_f(m['kiln_nopin_sqnr_db'])} "
         f"| {_f(_delta(m['kiln_pinned_sqnr_db'], m['ort_sqnr_db']), '{:+.2f}')} / "
         f"{_f(_delta(m['kiln_nopin_sqnr_db'], m['ort_sqnr_db']), '{:+.2f}')} | | | | | | |")
@@ -197,7 +197,7 @@ def targets(rows, m, pin_rows, flat):
     for r in flat:
         if r["tool"] == "kiln" and r["growth"] is not None:
             out.append(f"- Kiln peak RSS flat from {min(r['rss_mib'])} to {max(r['rss_mib'])} "
-                       f"samples (≤ {FLAT_GROWTH:.2f}×): "
+                       f"samples ({r['method']}, ≤ {FLAT_GROWTH:.2f}×): "
                        f"{'yes' if r['growth'] <= FLAT_GROWTH else 'NO'} ({r['growth']:.2f}×)")
     for r in pin_rows:
         if r["model"].startswith("bert") and None not in (r["kiln_pinned_fp16_sqnr_db"],
