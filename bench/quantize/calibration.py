@@ -18,6 +18,10 @@ What a sample holds, by input:
 - bool: test_data_set_0's value.
 Shapes come from the model: fixed dims as declared, a free first dim (batch) is 1, other free
 dims (e.g. sequence) take test_data_set_0's size.
+
+Standalone, to get data for trying `kiln quantize` by hand (prints the folders):
+
+    python3 bench/quantize/calibration.py --models bert_tiny_op17,tiny_cnn --samples 64
 """
 
 import glob
@@ -260,3 +264,24 @@ def read_split(folder):
                 t.ParseFromString(f.read())
             feed[t.name] = numpy_helper.to_array(t)
         yield feed
+
+
+def main():
+    import argparse
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap = argparse.ArgumentParser(description="seeded calibration / held-out sample folders")
+    ap.add_argument("--models", required=True, help="comma-separated folders of models/")
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--split", choices=sorted(SPLITS), default="calib")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=os.path.join(root, "bench", "out", "quantize", "data"))
+    args = ap.parse_args()
+    for model in args.models.split(","):
+        folder, _ = ensure_split(os.path.join(root, "models", model), args.out, args.split,
+                                 args.samples, args.seed)
+        print(folder)
+
+
+if __name__ == "__main__":
+    main()
