@@ -41,6 +41,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quantize import kiln as kiln_side  # noqa: E402
 from quantize import report  # noqa: E402

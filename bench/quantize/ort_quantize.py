@@ -135,8 +135,14 @@ def main():
         use_entropy_bins(args.entropy_bins)
 
     info = {"import_s": time.perf_counter() - T_START, "preprocess": "skipped"}
+    for name in ("model", "output", "calibration", "info"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     source = args.model
     with tempfile.TemporaryDirectory(prefix="ort_quantize_") as tmp:
+        # The pre-processor leaves files in the working directory (sym_shape_infer_temp.onnx,
+        # <uuid>.data external weights): keep them in tmp.
+        os.chdir(tmp)
         if not args.no_opset_upgrade:
             t0 = time.perf_counter()
             source = upgrade_opset(source, tmp, info)
