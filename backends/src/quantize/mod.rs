@@ -196,6 +196,22 @@ pub fn quantize(
             save_stats,
         } => {
             let plan = qdq::plan(model, config)?;
+            // Sensitivity quantizes one node at a time, which needs ranges the full plan does
+            // not (a Conv's own output, when the full plan folds its Relu into it).
+            let mut calibrated = plan.tensors.clone();
+            if options.sensitivity.is_some() {
+                let mut seen: std::collections::BTreeSet<String> =
+                    calibrated.iter().cloned().collect();
+                for node in &plan.nodes {
+                    let mut one = config.clone();
+                    one.only_nodes = Some(std::collections::BTreeSet::from([node.clone()]));
+                    for t in qdq::plan(model, &one)?.tensors {
+                        if seen.insert(t.clone()) {
+                            calibrated.push(t);
+                        }
+                    }
+                }
+            }
             let (stats, summary, first) = match source {
                 RangeSource::Calibrate(data) => {
                     if let CalibrationData::Synthetic { .. } = data {
@@ -204,13 +220,10 @@ pub fn quantize(
                         );
                     }
                     let samples = open_samples_with(data, &float_inputs, &spec)?;
-                    let stats = collect(
-                        &float_proto,
-                        &plan.tensors,
-                        samples,
-                        calibration,
-                        &mut |p| progress(Stage::Calibrating, p),
-                    )?;
+                    let stats =
+                        collect(&float_proto, &calibrated, samples, calibration, &mut |p| {
+                            progress(Stage::Calibrating, p)
+                        })?;
                     let summary = CalibrationSummary {
                         source: match data {
                             CalibrationData::Synthetic { .. } => "synthetic".to_string(),
@@ -221,7 +234,7 @@ pub fn quantize(
                             CalibrationData::Synthetic { .. } => None,
                         },
                         samples: stats.samples(),
-                        tensors: plan.tensors.len(),
+                        tensors: calibrated.len(),
                     };
                     (stats, summary, None)
                 }
@@ -254,7 +267,7 @@ pub fn quantize(
             let mut ranges: Ranges = stats.ranges(*method, &|n| config.activation_scheme(n));
             if let Some(path) = first {
                 let known: std::collections::BTreeSet<&str> = stats.tensor_names().collect();
-                if let Some(t) = plan.tensors.iter().find(|t| !known.contains(t.as_str())) {
+                if let Some(t) = calibrated.iter().find(|t| !known.contains(t.as_str())) {
                     return Err(QuantizeError::RangesMissing {
                         path,
                         tensor: t.clone(),
