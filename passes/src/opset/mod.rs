@@ -51,9 +51,10 @@ mod adapters;
 mod compat;
 mod rewrite;
 
+use crate::ir::NameSet;
 use crate::ir::{Graph, Model, NodeIndex};
 use crate::pipeline::{Changes, Pass, PassError};
-use rewrite::{Cx, NameSet};
+use rewrite::Cx;
 
 /// The lowest default-domain opset the pass converts from.
 pub const MIN_SOURCE_OPSET: i64 = 7;

@@ -1,47 +1,9 @@
 //! The editing context adapters work in: one graph, the model-wide set of taken names, and
 //! the opset the conversion ends at.
 
-use std::collections::HashSet;
-
-use crate::ir::{AttrValue, Attribute, Graph, Node, NodeIndex, NodeKind, ValueRef};
+use crate::ir::{AttrValue, Attribute, Graph, NameSet, Node, NodeIndex, NodeKind, ValueRef};
 use crate::pipeline::PassError;
 use crate::tensor::{DataType, Tensor};
-
-/// Every value name of a model, at every depth, so new names never shadow an outer value.
-#[derive(Debug, Default)]
-pub(crate) struct NameSet(HashSet<String>);
-
-impl NameSet {
-    /// The names of `graph` and all its subgraphs.
-    pub(crate) fn of(graph: &Graph) -> NameSet {
-        let mut set = NameSet::default();
-        set.collect(graph);
-        set
-    }
-
-    fn collect(&mut self, graph: &Graph) {
-        for (_, node) in graph.nodes() {
-            self.0.extend(node.outputs.iter().map(|o| o.name.clone()));
-            for sub in node.subgraphs() {
-                self.collect(sub);
-            }
-        }
-    }
-
-    /// `base` or `base_1`, `base_2`, … whichever is free; the name is taken from then on.
-    pub(crate) fn fresh(&mut self, base: &str) -> String {
-        let name = if !self.0.contains(base) {
-            base.to_string()
-        } else {
-            (1..)
-                .map(|i| format!("{base}_{i}"))
-                .find(|n| !self.0.contains(n))
-                .unwrap_or_default()
-        };
-        self.0.insert(name.clone());
-        name
-    }
-}
 
 /// What an adapter edits.
 pub(crate) struct Cx<'a> {

@@ -11,7 +11,6 @@
 
 mod cancel_casts;
 mod convert_constants;
-mod names;
 pub mod ort_kernels;
 mod pin;
 mod select;
@@ -86,7 +85,7 @@ impl PinPrecision {
         // Types decide what is float32; inference fills them where the file left them out.
         InferShapes.run(model)?;
         let blocked = opset_blocks(model, self.float);
-        let mut names = names::NameSet::of(&model.graph);
+        let mut names = crate::ir::NameSet::of(&model.graph);
         pin::pin_all(
             &mut model.graph,
             &pin::OuterTypes::new(),

@@ -8,10 +8,10 @@ use crate::pipeline::{Changes, PassError};
 use crate::tensor::DataType;
 
 use super::convert_constants::Conversion;
-use super::names::NameSet;
 use super::select::{decide, Decision, Input, Plan};
 use super::types::{add_cast, cast_readers, elem_type, info_of, retyped, set_elem_type};
 use super::{low_dtype, PinPrecision, PinReport, PinnedNode, SkippedNode};
+use crate::ir::NameSet;
 
 /// What one graph's rewrite shares between its pinned nodes.
 struct Rewriter<'a> {

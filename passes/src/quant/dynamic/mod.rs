@@ -20,7 +20,6 @@ mod conv;
 mod gather;
 mod gemm;
 mod matmul;
-mod names;
 mod rewrite;
 mod rule;
 mod weight;
@@ -33,7 +32,7 @@ use crate::pipeline::{Changes, Pass, PassError};
 use crate::quant::config::QuantConfig;
 use crate::quant::scheme::QuantType;
 
-use names::Names;
+use crate::ir::NameSet as Names;
 use rewrite::Rewriter;
 use rule::Skip;
 

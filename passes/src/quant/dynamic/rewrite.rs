@@ -12,9 +12,9 @@ use crate::ir::{AttrValue, Attribute, Graph, Node, NodeIndex, NodeKind, ValueRef
 use crate::pipeline::Changes;
 use crate::tensor::{DataType, Tensor};
 
-use super::names::Names;
 use super::weight::PlannedWeight;
 use super::DynamicWeight;
+use crate::ir::NameSet as Names;
 
 /// An activation quantized at run time: the outputs of its `DynamicQuantizeLinear`.
 #[derive(Debug, Clone, Copy)]

@@ -2,9 +2,7 @@
 //! quantized behind a DequantizeLinear, activations get one QuantizeLinear/DequantizeLinear
 //! pair each (shared by all readers), biases become int32.
 
-use std::collections::HashSet;
-
-use crate::ir::{AttrValue, Graph, InputSlot, Model, Node, NodeIndex, NodeKind, ValueRef};
+use crate::ir::{AttrValue, Graph, InputSlot, Model, NameSet, Node, NodeIndex, NodeKind, ValueRef};
 use crate::pipeline::Changes;
 use crate::quant::config::QuantConfig;
 use crate::quant::ranges::{Range, Ranges};
@@ -16,76 +14,23 @@ use super::plan::{Layout, Source};
 use super::select::node_id;
 use super::{QdqError, QdqSummary, QuantizedTensor, TensorKind};
 
-/// Fresh names for values and nodes, in the scheme of [`Graph::fresh_name`] (`base`,
-/// `base_1`, …), with the taken names collected once instead of on every call.
-struct Names {
-    values: HashSet<String>,
-    nodes: HashSet<String>,
-}
-
-impl Names {
-    /// Every value and node name of `g` and of its bodies (a new outer name must not be
-    /// shadowed by a body's).
-    fn of(g: &Graph) -> Names {
-        let mut names = Names {
-            values: HashSet::new(),
-            nodes: HashSet::new(),
-        };
-        names.collect(g);
-        names
-    }
-
-    fn collect(&mut self, g: &Graph) {
-        for (_, n) in g.nodes() {
-            self.values.extend(n.outputs.iter().map(|o| o.name.clone()));
-            if !n.name.is_empty() {
-                self.nodes.insert(n.name.clone());
-            }
-            for body in n.subgraphs() {
-                self.collect(body);
-            }
-        }
-    }
-
-    fn fresh(taken: &mut HashSet<String>, base: &str) -> String {
-        let name = if !taken.contains(base) {
-            base.to_string()
-        } else {
-            (1..)
-                .map(|i| format!("{base}_{i}"))
-                .find(|n| !taken.contains(n))
-                .unwrap_or_default()
-        };
-        taken.insert(name.clone());
-        name
-    }
-
-    fn value(&mut self, base: &str) -> String {
-        Self::fresh(&mut self.values, base)
-    }
-
-    fn node(&mut self, base: &str) -> String {
-        Self::fresh(&mut self.nodes, base)
-    }
-}
-
 /// Adds an initializer; returns its value.
-fn initializer(g: &mut Graph, names: &mut Names, base: &str, t: Tensor) -> ValueRef {
-    let name = names.value(base);
+fn initializer(g: &mut Graph, names: &mut NameSet, base: &str, t: Tensor) -> ValueRef {
+    let name = names.fresh(base);
     ValueRef::new(g.add_node(Node::initializer(&name, t)), 0)
 }
 
 /// Adds a QuantizeLinear or DequantizeLinear reading `inputs`, writing a value named `out`.
 fn qdq_node(
     g: &mut Graph,
-    names: &mut Names,
+    names: &mut NameSet,
     op: &str,
     tensor: &str,
     out: &str,
     inputs: [ValueRef; 3],
     axis: Option<usize>,
 ) -> ValueRef {
-    let node_name = names.node(&format!("{tensor}_{op}"));
+    let node_name = names.fresh_node(&format!("{tensor}_{op}"));
     let mut node = Node::op(op, &node_name, &[out]);
     if let Some(a) = axis {
         node = node.with_attr("axis", AttrValue::Int(a as i64));
@@ -140,7 +85,7 @@ pub(crate) fn rewrite(
     }
 
     let g = &mut model.graph;
-    let mut names = Names::of(g);
+    let mut names = NameSet::of(g);
     let mut changes = Changes::none();
     let mut tensors = Vec::new();
     let mut removed_activations = Vec::new();
@@ -187,7 +132,7 @@ pub(crate) fn rewrite(
             &format!("{}_zero_point", spec.name),
             q.zero_point_tensor(),
         );
-        let out = names.value(&format!("{}_dequantized", spec.name));
+        let out = names.fresh(&format!("{}_dequantized", spec.name));
         let dq = qdq_node(
             g,
             &mut names,
@@ -324,13 +269,13 @@ pub(crate) fn rewrite(
         let output_moves =
             g.outputs.iter().any(|o| o.value == v) && matches!(g[v.node].kind, NodeKind::Op { .. });
         let dq_name = if output_moves {
-            let renamed = names.value(&format!("{}_QuantizeLinear_Input", act.name));
+            let renamed = names.fresh(&format!("{}_QuantizeLinear_Input", act.name));
             g.rename_value(v, &renamed);
             act.name.clone()
         } else {
-            names.value(&format!("{}_dequantized", act.name))
+            names.fresh(&format!("{}_dequantized", act.name))
         };
-        let q_name = names.value(&format!("{}_quantized", act.name));
+        let q_name = names.fresh(&format!("{}_quantized", act.name));
         let q = qdq_node(
             g,
             &mut names,
@@ -407,7 +352,7 @@ pub(crate) fn rewrite(
             &format!("{}_zero_point", b.name),
             int_tensor(QuantType::Int32, zp_shape, &zeros),
         );
-        let out = names.value(&format!("{}_dequantized", b.name));
+        let out = names.fresh(&format!("{}_dequantized", b.name));
         let dq = qdq_node(
             g,
             &mut names,
