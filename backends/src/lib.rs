@@ -8,5 +8,6 @@ pub mod tensors;
 pub mod validate;
 pub mod value;
 pub mod wheel;
+pub mod yaml;
 
 pub use value::{NamedValues, Value};

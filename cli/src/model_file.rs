@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use kiln_passes::ir::Model;
-use kiln_proto::LoadedModel;
+use kiln_proto::{ExternalData, LoadedModel, SaveOptions, SaveSummary, DEFAULT_SIZE_THRESHOLD};
 
 use crate::error::CliError;
 
@@ -42,4 +42,44 @@ pub fn write_text(path: &Path, text: &str) -> Result<(), CliError> {
     // Same temporary names as model saves, so a killed run's leftovers are cleaned up too.
     kiln_proto::write_file(path, text.as_bytes())?;
     Ok(())
+}
+
+/// Where a written model's weights go: `--external-data [--size-threshold BYTES]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WeightsArgs {
+    /// Store weights in a data file beside the output.
+    #[arg(long)]
+    pub external_data: bool,
+    /// With --external-data: tensors of at least this many bytes go to the data file.
+    #[arg(long, requires = "external_data", value_name = "BYTES", default_value_t = DEFAULT_SIZE_THRESHOLD)]
+    pub size_threshold: u64,
+}
+
+impl WeightsArgs {
+    /// Embedded, or external with the threshold and the data file named `location` (default:
+    /// beside the model, named after it).
+    pub fn external(&self, location: Option<String>) -> ExternalData {
+        if self.external_data {
+            ExternalData::External {
+                location,
+                size_threshold: self.size_threshold,
+            }
+        } else {
+            ExternalData::Embed
+        }
+    }
+}
+
+impl ModelFile {
+    /// Writes the (rewritten) graph to `output` atomically, creating its folder; weights still
+    /// mapped from the input are copied file to file.
+    pub fn save(&self, output: &Path, external: ExternalData) -> Result<SaveSummary, CliError> {
+        create_parent(output)?;
+        Ok(kiln_proto::save_loaded(
+            &self.loaded,
+            &self.model.to_proto(),
+            output,
+            &SaveOptions { external },
+        )?)
+    }
 }

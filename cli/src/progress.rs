@@ -45,11 +45,7 @@ impl ProgressBar {
             String::new()
         };
         let width = 24;
-        let filled = if total > 0 {
-            width * done.min(total) / total
-        } else {
-            0
-        };
+        let filled = (width * done.min(total)).checked_div(total).unwrap_or(0);
         let _ = write!(
             std::io::stderr(),
             "\r{} [{}{}] {done}/{total}  {rate:.1}/s  {eta}   ",

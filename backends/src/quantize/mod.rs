@@ -288,11 +288,7 @@ pub fn quantize(
             report.skipped = done
                 .skipped
                 .iter()
-                .map(|s| SkippedNode {
-                    node: s.node.clone(),
-                    op_type: s.op_type.clone(),
-                    reason: s.reason.clone(),
-                })
+                .map(|s| SkippedNode::new(&s.node, &s.op_type, &s.reason))
                 .collect();
             report.removed_activations = done.removed_activations.clone();
             report.saturated_bias = done.saturated_bias;
@@ -359,11 +355,7 @@ pub fn quantize(
             report.skipped = done
                 .skipped
                 .iter()
-                .map(|s| SkippedNode {
-                    node: s.node.clone(),
-                    op_type: s.op_type.clone(),
-                    reason: s.reason.clone(),
-                })
+                .map(|s| SkippedNode::new(&s.node, &s.op_type, &s.reason))
                 .collect();
             in_sample = samples.clone();
         }

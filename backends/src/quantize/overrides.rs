@@ -50,12 +50,7 @@ pub fn parse_overrides(
         return Ok(BTreeMap::new());
     }
     let parsed: File = serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        let message = e.to_string();
-        let message = match message.rfind(" at line ") {
-            Some(i) => message[..i].to_string(),
-            None => message,
-        };
+        let (line, column, message) = crate::yaml::located(&e);
         QuantizeError::Yaml {
             file: file.to_string(),
             line,

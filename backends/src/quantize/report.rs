@@ -150,6 +150,17 @@ pub struct SkippedNode {
     pub reason: String,
 }
 
+impl SkippedNode {
+    /// A node left in float, and why.
+    pub fn new(node: &str, op_type: &str, reason: &str) -> SkippedNode {
+        SkippedNode {
+            node: node.to_string(),
+            op_type: op_type.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Output SQNR of the quantized model.
 #[derive(Debug, Clone, Serialize)]
 pub struct Accuracy {

@@ -264,13 +264,7 @@ impl Thresholds {
             Thresholds::default()
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| {
-                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-                let message = e.to_string();
-                // The message repeats the location the prefix already gives.
-                let message = match message.rfind(" at line ") {
-                    Some(i) => message[..i].to_string(),
-                    None => message,
-                };
+                let (line, column, message) = crate::yaml::located(&e);
                 ThresholdError::Yaml {
                     file: file.to_string(),
                     line,

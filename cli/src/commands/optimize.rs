@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use kiln_passes::optimize::{optimize, OptimizeOptions, OptimizeReport};
-use kiln_proto::{ExternalData, SaveOptions, DEFAULT_SIZE_THRESHOLD};
 use serde_json::json;
 
 use super::Outcome;
@@ -53,12 +52,8 @@ pub struct Args {
     /// Write a JSON report of every pass's changes here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Store weights in a data file beside the output.
-    #[arg(long)]
-    external_data: bool,
-    /// With --external-data: tensors of at least this many bytes go to the data file.
-    #[arg(long, requires = "external_data", value_name = "BYTES", default_value_t = DEFAULT_SIZE_THRESHOLD)]
-    size_threshold: u64,
+    #[command(flatten)]
+    weights: model_file::WeightsArgs,
 }
 
 /// Loads, optimizes, saves, and prints what each pass changed.
@@ -77,22 +72,7 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
         path: args.model.clone(),
         source: Box::new(e),
     })?;
-    let proto = file.model.to_proto();
-    let external = if args.external_data {
-        ExternalData::External {
-            location: None,
-            size_threshold: args.size_threshold,
-        }
-    } else {
-        ExternalData::Embed
-    };
-    model_file::create_parent(&args.output)?;
-    let saved = kiln_proto::save_loaded(
-        &file.loaded,
-        &proto,
-        &args.output,
-        &SaveOptions { external },
-    )?;
+    let saved = file.save(&args.output, args.weights.external(None))?;
     for w in &saved.warnings {
         eprintln!("kiln: warning: {w}");
     }

@@ -13,7 +13,6 @@ use kiln_backends::quantize::{
 use kiln_backends::runtime::SessionOptions;
 use kiln_passes::optimize::OptimizeOptions;
 use kiln_passes::quant::{PinFloat, QuantConfig, QuantScheme, QuantType, WeightConfig};
-use kiln_proto::{ExternalData, SaveOptions, DEFAULT_SIZE_THRESHOLD};
 
 use super::Outcome;
 use crate::error::CliError;
@@ -138,12 +137,8 @@ pub struct Args {
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
-    /// Store weights in a data file beside the output.
-    #[arg(long)]
-    external_data: bool,
-    /// With --external-data: tensors of at least this many bytes go to the data file.
-    #[arg(long, requires = "external_data", value_name = "BYTES", default_value_t = DEFAULT_SIZE_THRESHOLD)]
-    size_threshold: u64,
+    #[command(flatten)]
+    storage: model_file::WeightsArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -188,22 +183,7 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
     drop((calibrating, checking, layers));
     let seconds = started.elapsed().as_secs_f64();
 
-    let proto = file.model.to_proto();
-    let external = if args.external_data {
-        ExternalData::External {
-            location: None,
-            size_threshold: args.size_threshold,
-        }
-    } else {
-        ExternalData::Embed
-    };
-    model_file::create_parent(&args.output)?;
-    let saved = kiln_proto::save_loaded(
-        &file.loaded,
-        &proto,
-        &args.output,
-        &SaveOptions { external },
-    )?;
+    let saved = file.save(&args.output, args.storage.external(None))?;
     for w in saved.warnings.iter().chain(&report.warnings) {
         eprintln!("kiln: warning: {w}");
     }
