@@ -40,7 +40,10 @@ const EMPTY_LEVEL: f64 = 1e-4;
 
 /// The range of least KL divergence for `scheme`, clipped to the observed `[min, max]`.
 pub fn range(stats: &TensorStats, scheme: &QuantScheme) -> Range {
-    let all = windows(stats, scheme.symmetric);
+    let Some(h) = stats.histogram() else {
+        return minmax::range(stats);
+    };
+    let all = windows(stats, h, scheme.symmetric);
     let levels = steps(scheme);
     let Some(&full) = all.first() else {
         return Range::new(0.0, 0.0);
@@ -49,7 +52,7 @@ pub fn range(stats: &TensorStats, scheme: &QuantScheme) -> Range {
         // The grid is coarser than the levels: quantization loses nothing it can see.
         return minmax::range(stats);
     }
-    let prefix = Prefix::of(stats.histogram());
+    let prefix = Prefix::of(h);
     let candidates: Vec<Window> = all
         .iter()
         .copied()
@@ -60,12 +63,12 @@ pub fn range(stats: &TensorStats, scheme: &QuantScheme) -> Range {
     let stride = candidates.len().div_ceil(MAX_CANDIDATES).max(1);
     let mut best = (f64::INFINITY, full);
     for &w in candidates.iter().step_by(stride) {
-        let kl = divergence(&prefix, stats.histogram().counts(), w, levels);
+        let kl = divergence(&prefix, h.counts(), w, levels);
         if kl < best.0 {
             best = (kl, w);
         }
     }
-    let chosen = window_range(stats, best.1);
+    let chosen = window_range(stats, h, best.1);
     let floor = percentile::range(stats, KEEP_PERCENTILE, scheme);
     Range::new(chosen.min.min(floor.min), chosen.max.max(floor.max))
 }
