@@ -90,37 +90,54 @@ fn load(model: &str) -> Fallible<ModelProto> {
     Ok(kiln_proto::load_model(&path)?.model)
 }
 
-/// Every float32 tensor the main graph computes, and its float32 inputs.
+/// Every float32 tensor the main graph computes (Constant outputs too: ONNX Runtime's quantizer
+/// wants a range for a constant that feeds an operator it quantizes), and its float32 inputs.
 fn float_tensors(model: &ModelProto) -> Fallible<Vec<String>> {
     let mut ir = Model::from_proto(model)?;
     InferShapes.run(&mut ir)?;
     let typed = ir.to_proto();
     let graph = typed.graph.as_ref().ok_or("no graph")?;
-    let float = |name: &str| {
-        graph
-            .value_info
-            .iter()
-            .chain(&graph.output)
-            .chain(&graph.input)
-            .any(|v| {
-                v.name == name
-                    && matches!(
-                        v.r#type.as_ref().and_then(|t| t.value.as_ref()),
-                        Some(kiln_proto::onnx::type_proto::Value::TensorType(t)) if t.elem_type == 1
-                    )
+    let original = model.graph.as_ref().ok_or("no graph")?;
+    // Constant nodes are typed by their value, not by inference.
+    let float_constants: Vec<&str> = original
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Constant")
+        .filter(|n| {
+            n.attribute.iter().any(|a| {
+                a.name == "value_float"
+                    || a.name == "value_floats"
+                    || a.t.as_ref().is_some_and(|t| t.data_type == 1)
             })
+        })
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let float = |name: &str| {
+        float_constants.contains(&name)
+            || graph
+                .value_info
+                .iter()
+                .chain(&graph.output)
+                .chain(&graph.input)
+                .any(|v| {
+                    v.name == name
+                        && matches!(
+                            v.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                            Some(kiln_proto::onnx::type_proto::Value::TensorType(t)) if t.elem_type == 1
+                        )
+                })
     };
-    let initializers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs = graph
+    let initializers: Vec<&str> = original
+        .initializer
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    let inputs = original
         .input
         .iter()
         .map(|i| &i.name)
         .filter(|n| !initializers.contains(&n.as_str()));
-    let outputs = graph
-        .node
-        .iter()
-        .filter(|n| n.op_type != "Constant")
-        .flat_map(|n| n.output.iter());
+    let outputs = original.node.iter().flat_map(|n| n.output.iter());
     Ok(inputs
         .chain(outputs)
         .filter(|n| !n.is_empty() && float(n))
