@@ -191,6 +191,12 @@ fn bench() -> Fallible<()> {
             histogram_bins: 0,
             ..CalibrationOptions::default()
         };
+        // Warm-up: ONNX Runtime's environment and first session.
+        calibrate(
+            &model,
+            &tensors,
+            CalibrationData::Synthetic { count: 4, seed: 1 },
+        )?;
         let start = Instant::now();
         calibrate_with(&model, &tensors, data.clone(), &minmax_only)?;
         let minmax_s = start.elapsed().as_secs_f64();
@@ -204,6 +210,19 @@ fn bench() -> Fallible<()> {
             n as f64 / collect_s,
             stats.byte_size() / 1024,
             n as f64 / minmax_s,
+        );
+        let file = std::env::temp_dir().join(format!("kiln-bench-{}.json", std::process::id()));
+        let start = Instant::now();
+        stats.save(&file)?;
+        let save_ms = start.elapsed().as_secs_f64() * 1e3;
+        let start = Instant::now();
+        Statistics::load(&file)?;
+        let load_ms = start.elapsed().as_secs_f64() * 1e3;
+        let size = std::fs::metadata(&file)?.len();
+        std::fs::remove_file(&file)?;
+        println!(
+            "  statistics file: {} KiB, saved in {save_ms:.0} ms, loaded in {load_ms:.0} ms",
+            size / 1024
         );
         let scheme = |_: &str| QuantScheme::new(QuantType::Uint8, false);
         for method in [
