@@ -158,8 +158,15 @@ def main():
     print("|---|" + "---|" * len(cols))
     for r in rows:
         print(f"| {r['model']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
-    means = {c: np.nanmean([r[c] for r in rows]) for c in cols}
-    print("| mean (failures left out) | " + " | ".join(f"{means[c]:.2f}" for c in cols) + " |")
+    common = [r for r in rows if not any(np.isnan(r[c]) for c in cols)]
+    if common:
+        means = {c: np.mean([r[c] for r in common]) for c in cols}
+        print(f"| mean of the {len(common)} models every calibration ran on | "
+              + " | ".join(f"{means[c]:.2f}" for c in cols) + " |")
+    kiln = [c for c in cols if c.startswith("kiln")]
+    means = {c: np.mean([r[c] for r in rows]) for c in kiln}
+    print("| mean of all models | " + " | ".join("" for c in cols if not c.startswith("kiln"))
+          + " | " + " | ".join(f"{means[c]:.2f}" for c in kiln) + " |")
 
 
 if __name__ == "__main__":
