@@ -457,3 +457,30 @@ fn refusals_name_what_is_wrong() {
         "{e}"
     );
 }
+
+/// Samples spread over worker threads give the statistics of one sequential run, whatever
+/// the number of workers (and with a moving average, which depends on order, one is used).
+#[test]
+fn workers_do_not_change_the_statistics() {
+    let model = load("tiny_cnn");
+    let tensors = names(&float_tensors(&model));
+    let with = |workers: usize, moving_average: Option<f32>| {
+        let options = CalibrationOptions {
+            workers: Some(workers),
+            moving_average,
+            ..CalibrationOptions::default()
+        };
+        let mut ticks = 0;
+        let samples = synthetic(&model, 7, 4, &SyntheticSpec::default());
+        let stats = collect(&model, &tensors, samples, &options, &mut |p| {
+            ticks += 1;
+            assert_eq!((p.done, p.total), (ticks, 7));
+        })
+        .unwrap();
+        assert_eq!(ticks, 7);
+        stats
+    };
+    let one = with(1, None);
+    assert_eq!(with(3, None), one);
+    assert_eq!(with(2, Some(0.1)), with(1, Some(0.1)));
+}

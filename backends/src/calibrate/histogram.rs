@@ -134,13 +134,13 @@ impl Histogram {
     /// The bin holding `x` (finite, |x| < 2^exponent), exactly.
     pub fn bin_of(&self, x: f32) -> usize {
         let half = self.zero_bin() as i64;
-        let t = f64::from(x) * self.scale();
-        half_index(t, half).clamp(0, self.bins() as i64 - 1) as usize
+        bin_index(x, self.shift_base(), half).clamp(0, self.bins() as i64 - 1) as usize
     }
 
-    /// Multiplier taking a value to bin units: `(bins/2) / 2^exponent`, a power of two.
-    fn scale(&self) -> f64 {
-        self.zero_bin() as f64 * pow2(-self.exponent)
+    /// `150 − log2(bins/2) + exponent`: a float32 of biased exponent `E` and significand `m`
+    /// is `m · 2^(E − 150)`, so in bin units it is `m / 2^(shift_base − E)`.
+    fn shift_base(&self) -> i32 {
+        150 - self.zero_bin().trailing_zeros() as i32 + self.exponent
     }
 
     /// Widens the grid to `[-2^exponent, 2^exponent)` (no-op when already that wide), merging
@@ -165,16 +165,35 @@ impl Histogram {
 
     /// Counts `values`, whose finite ones are all within `absmax`; non-finite ones are skipped.
     pub fn add(&mut self, values: &[f32], absmax: f32) {
+        let zeros = values.iter().filter(|&&x| x == 0.0).count() as u64;
+        self.add_counted(values, absmax, zeros);
+    }
+
+    /// [`add`](Histogram::add) for a caller that has counted the exact zeros (`zeros`) among
+    /// `values`: they all go to one bin, and counting them one by one would make every
+    /// increment wait for the one before (a ReLU output is often half zeros).
+    pub(crate) fn add_counted(&mut self, values: &[f32], absmax: f32, zeros: u64) {
         self.grow_to(exponent_for(absmax));
-        let scale = self.scale();
+        let bins = self.bins();
         let half = self.zero_bin() as i64;
-        let last = self.bins() as i64 - 1;
-        for &x in values {
-            if x.is_finite() {
-                let i = half_index(f64::from(x) * scale, half).clamp(0, last);
-                self.counts[i as usize] += 1;
-            }
+        let shift = self.shift_base();
+        // Branch-free: zeros and non-finite values (whichever way a prediction would go, a
+        // miss costs more than the counting) go to four scratch slots past the end, taken in
+        // turn so that a run of them does not make each increment wait for the previous one.
+        let mut counts = std::mem::take(&mut self.counts);
+        counts.resize(bins + SCRATCH, 0);
+        let last = bins as i64 - 1;
+        for (k, &x) in values.iter().enumerate() {
+            let keep = x != 0.0 && x.abs() < f32::INFINITY;
+            // In range by construction (|x| < 2^exponent); the clamp keeps a bug from
+            // becoming a panic.
+            let i = bin_index(x, shift, half).clamp(0, last) as usize;
+            let slot = if keep { i } else { bins + (k % SCRATCH) };
+            counts[slot] += 1;
         }
+        counts.truncate(bins);
+        counts[half as usize] += zeros;
+        self.counts = counts;
     }
 
     /// Adds `other`'s counts (same number of bins), on the wider of the two grids.
@@ -196,12 +215,28 @@ impl Histogram {
     }
 }
 
-/// `floor(t) + half`, with `t` already in bin units.
-fn half_index(t: f64, half: i64) -> i64 {
-    let i = t as i64;
-    // `as` truncates toward zero; floor differs for negative non-integers.
-    let i = if (i as f64) > t { i - 1 } else { i };
-    i + half
+/// Scratch slots [`Histogram::add_counted`] counts skipped values in.
+const SCRATCH: usize = 4;
+
+/// The bin of `x`: `half + floor(x · 2^(log2(half) − exponent))`, in integers from the bits of
+/// `x` (exact, and no float-to-integer conversion). `shift` is [`Histogram::shift_base`].
+/// Meaningless for NaN and ±Inf.
+fn bin_index(x: f32, shift: i32, half: i64) -> i64 {
+    let bits = x.to_bits();
+    let biased = (bits >> 23) & 0xff;
+    // Subnormals have no implicit leading one and the exponent of the smallest normals.
+    let significand = u64::from((bits & 0x7f_ffff) | (u32::from(biased != 0) << 23));
+    // |x| in bin units is significand / 2^s, s ≥ 0 because |x| < 2^exponent; above 63 every
+    // significand shifts out.
+    let s = (shift - biased.max(1) as i32).clamp(0, 63) as u32;
+    let floor = (significand >> s) as i64;
+    // For a negative value, floor(−a) = −ceil(a).
+    let ceil = ((significand + (1u64 << s) - 1) >> s) as i64;
+    if bits >> 31 == 0 {
+        half + floor
+    } else {
+        half - ceil
+    }
 }
 
 fn check_bins(bins: usize) -> Result<(), CalibrationError> {
@@ -255,8 +290,31 @@ mod tests {
         assert_eq!(h.edge(0), -2.0);
         assert_eq!(h.edge(16), 2.0);
         assert_eq!(h.total(), 6);
-        let t = filled(16, &[f32::NAN, f32::INFINITY, 1.0]);
+        let t = filled(16, &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0]);
         assert_eq!(t.total(), 1);
+    }
+
+    #[test]
+    fn integer_binning_is_the_exact_floor() {
+        let mut rng = Rng::new(5);
+        for exponent in [MIN_EXPONENT, -100, -3, 0, 7, 60, MAX_EXPONENT] {
+            let mut h = Histogram::new(256).unwrap();
+            h.grow_to(exponent);
+            let limit = 2f64.powi(exponent);
+            for _ in 0..2000 {
+                // Values across many scales below the limit, both signs, subnormals included.
+                let scale = 2f64.powi(-(rng.below(160) as i32));
+                let v = ((rng.next_unit() as f64 * 2.0 - 1.0) * limit * scale) as f32;
+                if v.abs() as f64 >= limit || !v.is_finite() {
+                    continue;
+                }
+                let t = f64::from(v) * 128.0 / limit;
+                let want = (t.floor() + 128.0) as usize;
+                assert_eq!(h.bin_of(v), want, "{v:e} on 2^{exponent}");
+            }
+            assert_eq!(h.bin_of(-f32::from_bits(1)), 127);
+            assert_eq!(h.bin_of(f32::from_bits(1)), 128);
+        }
     }
 
     #[test]

@@ -14,11 +14,14 @@ use super::stats::TensorStats;
 /// The range of least expected squared error for `scheme`, clipped to the observed
 /// `[min, max]`.
 pub fn range(stats: &TensorStats, scheme: &QuantScheme) -> Range {
-    let all = windows(stats, scheme.symmetric);
+    let Some(h) = stats.histogram() else {
+        return super::minmax::range(stats);
+    };
+    let all = windows(stats, h, scheme.symmetric);
     let Some(&full) = all.first() else {
         return Range::new(0.0, 0.0);
     };
-    let prefix = Prefix::of(stats.histogram());
+    let prefix = Prefix::of(h);
     let levels = steps(scheme) as f64;
     let zeros = stats.zeros() as f64;
     let mut best = (f64::INFINITY, full);
@@ -29,7 +32,7 @@ pub fn range(stats: &TensorStats, scheme: &QuantScheme) -> Range {
             best = (e, w);
         }
     }
-    window_range(stats, best.1)
+    window_range(stats, h, best.1)
 }
 
 /// Expected squared error of window `w`, in squared bins, summed over the values.

@@ -19,7 +19,9 @@ pub fn range(stats: &TensorStats, p: f64, scheme: &QuantScheme) -> Range {
     } else {
         p.clamp(0.0, 100.0)
     };
-    let h = stats.histogram();
+    let Some(h) = stats.histogram() else {
+        return super::minmax::range(stats);
+    };
     let counts = h.counts();
     let total = stats.count() as f64;
     let half = h.zero_bin();

@@ -1,7 +1,14 @@
 //! Running the float model in ONNX Runtime with the calibrated tensors exposed, one sample at
 //! a time, and handing each tensor's values to a fold.
+//!
+//! Samples are spread over worker threads, each with its own session and its own
+//! statistics, merged at the end: statistics merge exactly, so the result does not depend on
+//! which worker ran which sample. The moving-average range depends on the order of the
+//! samples, so with it there is one worker.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 use kiln_passes::tensor::DataType;
@@ -18,26 +25,166 @@ use crate::value::Value;
 pub fn collect(
     model: &ModelProto,
     tensors: &[String],
-    mut samples: Samples,
+    samples: Samples,
     options: &CalibrationOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Statistics, CalibrationError> {
-    let mut stats = Statistics::new(tensors, options.histogram_bins, options.moving_average)?;
-    let mut runner = Runner::new(model, tensors, options)?;
-    let total = samples.len();
-    let start = Instant::now();
-    let mut done = 0;
-    while let Some(sample) = samples.next_sample() {
-        runner.run(&sample?, &mut |name, values| stats.add(name, values))?;
-        stats.end_sample();
-        done += 1;
-        progress(Progress {
-            done,
-            total,
-            elapsed: start.elapsed(),
-        });
+    let new = || Statistics::new(tensors, options.histogram_bins, options.moving_average);
+    let parts = fold_runs(model, tensors, samples, options, progress, &new)?;
+    let mut parts = parts.into_iter();
+    let mut stats = parts.next().map_or_else(new, Ok)?;
+    for part in parts {
+        stats.merge(&part)?;
     }
     Ok(stats)
+}
+
+/// Worker threads for `options`: as asked, else one per core; one with a moving average.
+fn workers(options: &CalibrationOptions, samples: usize) -> usize {
+    if options.moving_average.is_some() {
+        return 1;
+    }
+    let auto = || std::thread::available_parallelism().map_or(1, |n| n.get());
+    options
+        .workers
+        .unwrap_or_else(auto)
+        .clamp(1, samples.max(1))
+}
+
+/// What a worker folds runs into.
+pub(crate) trait Accumulate: Send {
+    /// Takes one run's values of tensor `name`.
+    fn fold(&mut self, name: &str, values: &[f32]) -> Result<(), CalibrationError>;
+    /// Closes one sample.
+    fn end_sample(&mut self);
+}
+
+impl Accumulate for Statistics {
+    fn fold(&mut self, name: &str, values: &[f32]) -> Result<(), CalibrationError> {
+        self.add(name, values)
+    }
+
+    fn end_sample(&mut self) {
+        Statistics::end_sample(self);
+    }
+}
+
+/// Runs every sample through `model` on worker threads and folds the wanted tensors' values
+/// into one state per worker (made by `new`, returned in worker order). The first failing
+/// sample's error (in sample order) is returned.
+pub(crate) fn fold_runs<S: Accumulate>(
+    model: &ModelProto,
+    tensors: &[String],
+    mut samples: Samples,
+    options: &CalibrationOptions,
+    progress: &mut dyn FnMut(Progress),
+    new: &(dyn Fn() -> Result<S, CalibrationError> + Sync),
+) -> Result<Vec<S>, CalibrationError> {
+    let total = samples.len();
+    let workers = workers(options, total);
+    let mut session_options = options.clone();
+    if workers > 1 && session_options.intra_threads.is_none() {
+        // The workers already keep the cores busy.
+        session_options.intra_threads = Some(1);
+    }
+    let start = Instant::now();
+    if workers == 1 {
+        let mut state = new()?;
+        let mut runner = Runner::new(model, tensors, &session_options)?;
+        let mut done = 0;
+        while let Some(sample) = samples.next_sample() {
+            runner.run(&sample?, &mut |name, values| state.fold(name, values))?;
+            state.end_sample();
+            done += 1;
+            progress(Progress {
+                done,
+                total,
+                elapsed: start.elapsed(),
+            });
+        }
+        return Ok(vec![state]);
+    }
+    // Refuse bad tensor names once, before any thread starts.
+    let first = Runner::new(model, tensors, &session_options)?;
+    let queue = Mutex::new((samples, 0usize));
+    let stop = AtomicBool::new(false);
+    let (tick, ticks) = mpsc::channel::<()>();
+    let results: Vec<Result<S, (usize, CalibrationError)>> = std::thread::scope(|scope| {
+        let mut first = Some(first);
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let tick = tick.clone();
+                let runner = first.take();
+                let (queue, stop, session_options) = (&queue, &stop, &session_options);
+                scope.spawn(move || -> Result<S, (usize, CalibrationError)> {
+                    let fail = |e| (usize::MAX, e);
+                    let mut runner = match runner {
+                        Some(r) => r,
+                        None => Runner::new(model, tensors, session_options).map_err(fail)?,
+                    };
+                    let mut state = new().map_err(fail)?;
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return Ok(state);
+                        }
+                        // Samples are read under the lock, in order; runs happen outside it.
+                        let (index, sample) = {
+                            let Ok(mut q) = queue.lock() else {
+                                return Ok(state);
+                            };
+                            let index = q.1;
+                            q.1 += 1;
+                            match q.0.next_sample() {
+                                None => return Ok(state),
+                                Some(s) => (index, s),
+                            }
+                        };
+                        let ran = sample.and_then(|sample| {
+                            runner.run(&sample, &mut |name, values| state.fold(name, values))
+                        });
+                        if let Err(e) = ran {
+                            stop.store(true, Ordering::Relaxed);
+                            return Err((index, e));
+                        }
+                        state.end_sample();
+                        // The receiver outlives the workers; a send cannot fail.
+                        let _ = tick.send(());
+                    }
+                })
+            })
+            .collect();
+        drop(tick);
+        for (k, ()) in ticks.into_iter().enumerate() {
+            progress(Progress {
+                done: k + 1,
+                total,
+                elapsed: start.elapsed(),
+            });
+        }
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    let mut states = Vec::with_capacity(results.len());
+    let mut error: Option<(usize, CalibrationError)> = None;
+    for r in results {
+        match r {
+            Ok(s) => states.push(s),
+            Err((i, e)) => {
+                if error.as_ref().is_none_or(|(j, _)| i < *j) {
+                    error = Some((i, e));
+                }
+            }
+        }
+    }
+    match error {
+        Some((_, e)) => Err(e),
+        None => Ok(states),
+    }
 }
 
 /// Called with each wanted tensor's name and values of one run.

@@ -3,13 +3,12 @@
 //! narrow.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use kiln_proto::onnx::ModelProto;
 use serde::Serialize;
 
 use super::data::Samples;
-use super::run::Runner;
+use super::run::{fold_runs, Accumulate};
 use super::{CalibrationError, CalibrationOptions, Progress};
 
 /// Values of one tensor seen, and how many fell below and above its representable interval.
@@ -50,34 +49,51 @@ impl Saturation {
 pub fn saturation(
     model: &ModelProto,
     limits: &BTreeMap<String, (f32, f32)>,
-    mut samples: Samples,
+    samples: Samples,
     options: &CalibrationOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<BTreeMap<String, Saturation>, CalibrationError> {
     let names: Vec<String> = limits.keys().cloned().collect();
-    let mut runner = Runner::new(model, &names, options)?;
+    let new = || {
+        Ok(Counts {
+            limits,
+            counts: BTreeMap::new(),
+        })
+    };
+    let parts = fold_runs(model, &names, samples, options, progress, &new)?;
     let mut out: BTreeMap<String, Saturation> = names
         .iter()
         .map(|n| (n.clone(), Saturation::default()))
         .collect();
-    let total = samples.len();
-    let start = Instant::now();
-    let mut done = 0;
-    while let Some(sample) = samples.next_sample() {
-        runner.run(&sample?, &mut |name, values| {
-            if let (Some(s), Some(&limit)) = (out.get_mut(name), limits.get(name)) {
-                s.add(values, limit);
-            }
-            Ok(())
-        })?;
-        done += 1;
-        progress(Progress {
-            done,
-            total,
-            elapsed: start.elapsed(),
-        });
+    for part in parts {
+        for (name, s) in part.counts {
+            let total = out.entry(name).or_default();
+            total.values += s.values;
+            total.below += s.below;
+            total.above += s.above;
+        }
     }
     Ok(out)
+}
+
+/// One worker's counts.
+struct Counts<'a> {
+    limits: &'a BTreeMap<String, (f32, f32)>,
+    counts: BTreeMap<String, Saturation>,
+}
+
+impl Accumulate for Counts<'_> {
+    fn fold(&mut self, name: &str, values: &[f32]) -> Result<(), CalibrationError> {
+        if let Some(&limit) = self.limits.get(name) {
+            self.counts
+                .entry(name.to_string())
+                .or_default()
+                .add(values, limit);
+        }
+        Ok(())
+    }
+
+    fn end_sample(&mut self) {}
 }
 
 #[cfg(test)]

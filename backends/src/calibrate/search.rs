@@ -28,11 +28,10 @@ impl Window {
 
 /// Every candidate window, widest first; the first one holds every value seen.
 /// Empty when no finite value was seen.
-pub(crate) fn windows(stats: &TensorStats, symmetric: bool) -> Vec<Window> {
+pub(crate) fn windows(stats: &TensorStats, h: &Histogram, symmetric: bool) -> Vec<Window> {
     let Some((min, max)) = stats.min_max() else {
         return Vec::new();
     };
-    let h = stats.histogram();
     let half = h.zero_bin();
     let mut below = if min < 0.0 { half - h.bin_of(min) } else { 0 };
     let mut above = if max >= 0.0 {
@@ -59,9 +58,8 @@ pub(crate) fn windows(stats: &TensorStats, symmetric: bool) -> Vec<Window> {
 }
 
 /// The range a window stands for, clipped to the observed `[min, max]`.
-pub(crate) fn window_range(stats: &TensorStats, w: Window) -> Range {
+pub(crate) fn window_range(stats: &TensorStats, h: &Histogram, w: Window) -> Range {
     let (min, max) = stats.min_max().unwrap_or((0.0, 0.0));
-    let h = stats.histogram();
     Range::new(
         (h.edge(w.lo) as f32).max(min).min(max),
         (h.edge(w.hi) as f32).min(max).max(min),
@@ -141,23 +139,25 @@ mod tests {
     fn windows_shrink_toward_zero_keeping_the_sides() {
         // [-1, 3) on 16 bins of [-4, 4): width 0.5.
         let s = stats_with(16, &[&[-1.0, 2.9]], None);
-        let all = windows(&s, false);
+        let h = s.histogram().unwrap();
+        let all = windows(&s, h, false);
         assert_eq!(all[0], Window { lo: 6, hi: 14 });
         assert_eq!(*all.last().unwrap(), Window { lo: 7, hi: 9 });
         assert!(all.windows(2).all(|p| p[1].len() < p[0].len()));
-        let r = window_range(&s, all[0]);
+        let r = window_range(&s, h, all[0]);
         assert_eq!(r, Range::new(-1.0, 2.9));
-        let sym = windows(&s, true);
+        let sym = windows(&s, h, true);
         assert_eq!(sym[0], Window { lo: 2, hi: 14 });
         // A one-sided tensor keeps its windows at zero.
         let relu = stats_with(16, &[&[0.0, 1.0, 3.5]], None);
-        assert!(windows(&relu, false).iter().all(|w| w.lo == 8));
+        let h = relu.histogram().unwrap();
+        assert!(windows(&relu, h, false).iter().all(|w| w.lo == 8));
     }
 
     #[test]
     fn prefix_sums_are_exact() {
         let s = stats_with(16, &[&[-1.0, 2.9, 2.9, 0.0]], None);
-        let p = Prefix::of(s.histogram());
+        let p = Prefix::of(s.histogram().unwrap());
         assert_eq!(p.count[16], 4);
         assert_eq!(p.nonzero[16], 3);
         // Bins 6, 8, 13, 13: Σ (2j+1) = 13 + 17 + 27 + 27.

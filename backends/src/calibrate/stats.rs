@@ -31,10 +31,12 @@ pub struct TensorStats {
     runs: u64,
     /// ONNX Runtime's moving-average range, when collected with one.
     moving: Option<(f32, f32)>,
-    histogram: Histogram,
+    /// `None` when collected without histograms (MinMax only).
+    histogram: Option<Histogram>,
 }
 
 impl TensorStats {
+    /// Empty statistics; `bins` 0 keeps no histogram.
     fn new(bins: usize) -> Result<TensorStats, CalibrationError> {
         Ok(TensorStats {
             count: 0,
@@ -44,22 +46,21 @@ impl TensorStats {
             max: f32::NEG_INFINITY,
             runs: 0,
             moving: None,
-            histogram: Histogram::new(bins)?,
+            histogram: match bins {
+                0 => None,
+                _ => Some(Histogram::new(bins)?),
+            },
         })
     }
 
     /// Folds one run's values in; `moving_average` is the averaging constant, if any.
     pub(crate) fn add(&mut self, values: &[f32], moving_average: Option<f32>) {
-        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        let (mut finite, mut zeros) = (0u64, 0u64);
-        for &x in values {
-            if x.is_finite() {
-                lo = lo.min(x);
-                hi = hi.max(x);
-                finite += 1;
-                zeros += u64::from(x == 0.0);
-            }
-        }
+        let Extremes {
+            lo,
+            hi,
+            finite,
+            zeros,
+        } = extremes(values);
         self.non_finite += values.len() as u64 - finite;
         if finite == 0 {
             return;
@@ -68,7 +69,9 @@ impl TensorStats {
         self.zeros += zeros;
         self.min = self.min.min(lo);
         self.max = self.max.max(hi);
-        self.histogram.add(values, lo.abs().max(hi.abs()));
+        if let Some(h) = &mut self.histogram {
+            h.add_counted(values, lo.abs().max(hi.abs()), zeros);
+        }
         if let Some(c) = moving_average {
             // ORT's MinMaxCalibrater: the first batch's range, then old + c · (new − old).
             self.moving = Some(match self.moving {
@@ -83,7 +86,15 @@ impl TensorStats {
     /// one is the average of both weighted by their runs: sane, but not what one run over
     /// all the samples would give.
     fn merge(&mut self, other: &TensorStats) -> Result<(), CalibrationError> {
-        self.histogram.merge(&other.histogram)?;
+        match (&mut self.histogram, &other.histogram) {
+            (Some(a), Some(b)) => a.merge(b)?,
+            (None, None) => {}
+            _ => {
+                return Err(CalibrationError::Merge(
+                    "only one of them has histograms".into(),
+                ))
+            }
+        }
         self.moving = match (self.moving, other.moving) {
             (Some((a0, a1)), Some((b0, b1))) => {
                 let (wa, wb) = (self.runs as f64, other.runs as f64);
@@ -128,13 +139,14 @@ impl TensorStats {
         self.moving
     }
 
-    /// The histogram of finite values.
-    pub fn histogram(&self) -> &Histogram {
-        &self.histogram
+    /// The histogram of finite values (`None` when collected without histograms).
+    pub fn histogram(&self) -> Option<&Histogram> {
+        self.histogram.as_ref()
     }
 
     /// The range `method` chooses for this tensor quantized with `scheme`: `[0, 0]` when no
-    /// finite value was seen. Every method stays within the observed `[min, max]`.
+    /// finite value was seen. Every method stays within the observed `[min, max]`; without a
+    /// histogram, every method is MinMax.
     pub fn range(&self, method: Method, scheme: &QuantScheme) -> Range {
         if self.count == 0 {
             return Range::new(0.0, 0.0);
@@ -149,7 +161,78 @@ impl TensorStats {
 
     /// Bytes this takes in memory (for checking that it does not grow with the samples).
     fn byte_size(&self) -> usize {
-        std::mem::size_of::<TensorStats>() + self.histogram.bins() * std::mem::size_of::<u64>()
+        std::mem::size_of::<TensorStats>()
+            + self
+                .histogram
+                .as_ref()
+                .map_or(0, |h| h.bins() * std::mem::size_of::<u64>())
+    }
+}
+
+/// Smallest and largest finite value, and how many values are finite and exactly zero.
+struct Extremes {
+    lo: f32,
+    hi: f32,
+    finite: u64,
+    zeros: u64,
+}
+
+/// One pass over `values`, in eight independent lanes so the compiler can vectorise it:
+/// plain comparisons skip NaN by themselves, and only when an infinity turned up is a second,
+/// exact pass needed.
+fn extremes(values: &[f32]) -> Extremes {
+    const LANES: usize = 8;
+    // Lane counters are u32, flushed to u64 every block.
+    const BLOCK: usize = LANES << 24;
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let (mut non_finite, mut zeros) = (0u64, 0u64);
+    for block in values.chunks(BLOCK) {
+        let mut nf = [0u32; LANES];
+        let mut z = [0u32; LANES];
+        let chunks = block.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            let Ok(c) = <&[f32; LANES]>::try_from(chunk) else {
+                continue;
+            };
+            for k in 0..LANES {
+                let x = c[k];
+                lo[k] = if x < lo[k] { x } else { lo[k] };
+                hi[k] = if x > hi[k] { x } else { hi[k] };
+                nf[k] += u32::from(x.abs() >= f32::INFINITY || x.is_nan());
+                z[k] += u32::from(x == 0.0);
+            }
+        }
+        for (k, &x) in rest.iter().enumerate() {
+            lo[k] = if x < lo[k] { x } else { lo[k] };
+            hi[k] = if x > hi[k] { x } else { hi[k] };
+            nf[k] += u32::from(x.abs() >= f32::INFINITY || x.is_nan());
+            z[k] += u32::from(x == 0.0);
+        }
+        non_finite += nf.iter().map(|&n| u64::from(n)).sum::<u64>();
+        zeros += z.iter().map(|&n| u64::from(n)).sum::<u64>();
+    }
+    let mut lo = lo.iter().copied().fold(f32::INFINITY, f32::min);
+    let mut hi = hi.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let finite = values.len() as u64 - non_finite;
+    if lo == f32::NEG_INFINITY || hi == f32::INFINITY {
+        let mut finite_values = values.iter().copied().filter(|x| x.is_finite());
+        (lo, hi) = finite_values
+            .clone()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| {
+                (a.min(x), b.max(x))
+            });
+        // Only infinities: nothing finite, as the counts say.
+        if finite_values.next().is_none() {
+            (lo, hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        }
+    }
+    Extremes {
+        lo,
+        hi,
+        finite,
+        zeros,
     }
 }
 
@@ -164,8 +247,9 @@ pub struct Statistics {
 }
 
 impl Statistics {
-    /// Empty statistics for `tensors`, with histograms of `bins` bins and the moving-average
-    /// range kept when `moving_average` (the averaging constant) is given.
+    /// Empty statistics for `tensors`, with histograms of `bins` bins (0: none, for MinMax
+    /// only) and the moving-average range kept when `moving_average` (the averaging
+    /// constant) is given.
     pub fn new(
         tensors: &[String],
         bins: usize,
@@ -200,6 +284,12 @@ impl Statistics {
         Ok(())
     }
 
+    /// Folds values of `name` in, as one run would (for benchmarks and tools that produce
+    /// values without ONNX Runtime).
+    pub fn add_values(&mut self, name: &str, values: &[f32]) -> Result<(), CalibrationError> {
+        self.add(name, values)
+    }
+
     /// Counts one more sample (after its tensors were added).
     pub(crate) fn end_sample(&mut self) {
         self.samples += 1;
@@ -211,9 +301,14 @@ impl Statistics {
     /// depends on the order of the samples (see [`TensorStats`]'s merge).
     pub fn merge(&mut self, other: &Statistics) -> Result<(), CalibrationError> {
         if self.bins != other.bins {
+            let show = |b: usize| match b {
+                0 => "no histograms".to_string(),
+                b => format!("histograms of {b} bins"),
+            };
             return Err(CalibrationError::Merge(format!(
-                "histograms of {} and {} bins",
-                self.bins, other.bins
+                "{} and {}",
+                show(self.bins),
+                show(other.bins)
             )));
         }
         if self.moving_average != other.moving_average {
@@ -289,7 +384,8 @@ impl Statistics {
 
     /// The range of every tensor by `method`, each quantized with the scheme `scheme_of`
     /// gives for its name (percentile, entropy and MSE depend on the number of levels and
-    /// on symmetry).
+    /// on symmetry). Statistics without histograms give MinMax ranges for every method
+    /// (see [`has_histograms`](Statistics::has_histograms)).
     pub fn ranges(&self, method: Method, scheme_of: &dyn Fn(&str) -> QuantScheme) -> Ranges {
         let jobs: Vec<(&String, &TensorStats, QuantScheme)> = self
             .tensors
@@ -335,9 +431,14 @@ impl Statistics {
         self.samples
     }
 
-    /// Bins of each histogram.
+    /// Bins of each histogram (0: collected without histograms).
     pub fn histogram_bins(&self) -> usize {
         self.bins
+    }
+
+    /// Whether percentile, entropy and MSE ranges can be computed (else only MinMax).
+    pub fn has_histograms(&self) -> bool {
+        self.bins > 0
     }
 
     /// The moving-average constant the statistics were collected with.
@@ -393,11 +494,14 @@ struct TensorRecord {
     runs: u64,
     moving_min: Option<f32>,
     moving_max: Option<f32>,
-    /// The grid is `[-2^exponent, 2^exponent)`.
-    exponent: i32,
+    /// The grid is `[-2^exponent, 2^exponent)` (absent without histograms, as are the next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exponent: Option<i32>,
     /// Index of the first stored bin.
-    offset: usize,
-    counts: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    counts: Option<Vec<u64>>,
 }
 
 impl From<Statistics> for StatsFile {
@@ -412,7 +516,7 @@ impl From<Statistics> for StatsFile {
                 .tensors
                 .into_iter()
                 .map(|(name, t)| {
-                    let (offset, counts) = t.histogram.trimmed();
+                    let trimmed = t.histogram.as_ref().map(|h| (h.exponent(), h.trimmed()));
                     let record = TensorRecord {
                         count: t.count,
                         zeros: t.zeros,
@@ -422,9 +526,9 @@ impl From<Statistics> for StatsFile {
                         runs: t.runs,
                         moving_min: t.moving.map(|m| m.0),
                         moving_max: t.moving.map(|m| m.1),
-                        exponent: t.histogram.exponent(),
-                        offset,
-                        counts: counts.to_vec(),
+                        exponent: trimmed.map(|(e, _)| e),
+                        offset: trimmed.map(|(_, (o, _))| o),
+                        counts: trimmed.map(|(_, (_, c))| c.to_vec()),
                     };
                     (name, record)
                 })
@@ -445,9 +549,14 @@ impl TryFrom<StatsFile> for Statistics {
         let mut tensors = BTreeMap::new();
         for (name, r) in f.tensors {
             let at = |reason: String| format!("tensor '{name}': {reason}");
-            let histogram =
-                Histogram::from_parts(f.histogram_bins, r.exponent, r.offset, &r.counts)
-                    .map_err(at)?;
+            let histogram = match (f.histogram_bins, r.exponent, r.offset, &r.counts) {
+                (0, None, None, None) => None,
+                (0, ..) => return Err(at("a histogram in a file of no histograms".into())),
+                (bins, Some(e), Some(o), Some(c)) => {
+                    Some(Histogram::from_parts(bins, e, o, c).map_err(at)?)
+                }
+                _ => return Err(at("exponent, offset and counts must be given".into())),
+            };
             let (min, max) = match (r.min, r.max) {
                 (Some(a), Some(b)) if r.count > 0 && a <= b => (a, b),
                 (None, None) if r.count == 0 => (f32::INFINITY, f32::NEG_INFINITY),
@@ -458,18 +567,21 @@ impl TryFrom<StatsFile> for Statistics {
                     )))
                 }
             };
-            if histogram.total() != r.count || r.zeros > r.count {
-                return Err(at(format!(
-                    "the histogram holds {} values and zeros are {}, but the count is {}",
-                    histogram.total(),
-                    r.zeros,
-                    r.count
-                )));
+            if r.zeros > r.count {
+                return Err(at(format!("{} zeros of {} values", r.zeros, r.count)));
             }
-            if r.count > 0
-                && histogram.exponent() < super::histogram::exponent_for(min.abs().max(max.abs()))
-            {
-                return Err(at("the histogram's grid does not cover min and max".into()));
+            if let Some(h) = &histogram {
+                if h.total() != r.count {
+                    return Err(at(format!(
+                        "the histogram holds {} values but the count is {}",
+                        h.total(),
+                        r.count
+                    )));
+                }
+                let needed = super::histogram::exponent_for(min.abs().max(max.abs()));
+                if r.count > 0 && h.exponent() < needed {
+                    return Err(at("the histogram's grid does not cover min and max".into()));
+                }
             }
             let moving = match (r.moving_min, r.moving_max) {
                 (Some(a), Some(b)) => Some((a, b)),
@@ -591,7 +703,7 @@ mod tests {
             .merge(&other)
             .unwrap_err()
             .to_string()
-            .contains("256 and 512 bins"));
+            .contains("histograms of 256 bins and histograms of 512 bins"));
         assert!(Statistics::new(&names(), 256, Some(1.5)).is_err());
     }
 
@@ -662,6 +774,33 @@ mod tests {
         assert_eq!(
             collect(&all[..1], None).byte_size(),
             collect(&all, None).byte_size()
+        );
+    }
+
+    #[test]
+    fn without_histograms_every_method_is_minmax() {
+        let all = runs();
+        let mut s = Statistics::new(&names(), 0, None).unwrap();
+        for (a, b) in &all {
+            s.add("a", a).unwrap();
+            s.add("b", b).unwrap();
+            s.end_sample();
+        }
+        assert!(!s.has_histograms());
+        let with = collect(&all, None);
+        let minmax = with.ranges(Method::MinMax, &schemes);
+        for m in METHODS {
+            assert_eq!(s.ranges(m, &schemes), minmax, "{m:?}");
+        }
+        assert!(s.byte_size() < with.byte_size() / 10);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("minmax.json");
+        s.save(&path).unwrap();
+        assert_eq!(Statistics::load(&path).unwrap(), s);
+        let e = s.clone().merge(&with).unwrap_err().to_string();
+        assert!(
+            e.contains("no histograms and histograms of 256 bins"),
+            "{e}"
         );
     }
 }

@@ -246,7 +246,7 @@ fn read_tensor(name: &str, value: &OwnedValue) -> Result<Tensor, RuntimeError> {
     let len = dtype
         .byte_len(n)
         .ok_or_else(|| fail(format!("{dtype} tensor of {n} elements is too large")))?;
-    let mut raw = vec![0u8; len];
+    let mut raw = Vec::new();
     if len > 0 {
         let src = value.tensor_data().map_err(fail)?;
         if src.is_null() {
@@ -255,8 +255,9 @@ fn read_tensor(name: &str, value: &OwnedValue) -> Result<Tensor, RuntimeError> {
             ));
         }
         // SAFETY: ORT's buffer for this CPU tensor holds `byte_len(n)` bytes of this element
-        // type (packed for sub-byte types, as Kiln stores them); `raw` has exactly that room.
-        unsafe { std::ptr::copy_nonoverlapping(src.cast::<u8>(), raw.as_mut_ptr(), len) };
+        // type (packed for sub-byte types, as Kiln stores them), alive while `value` is.
+        // Copied straight into a new vector: zeroing it first costs as much as the copy.
+        raw = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) }.to_vec();
     }
     Tensor::from_raw(dtype, shape, Bytes::from(raw)).map_err(|e| fail(e.to_string()))
 }
