@@ -445,3 +445,60 @@ fn bad_input_is_refused_with_one_line_and_no_output() {
         .collect();
     assert!(left.is_empty(), "output left behind: {left:?}");
 }
+
+#[test]
+fn overrides_set_dtype_and_fixed_range_per_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("calib");
+    tiny_cnn_samples(&data, 0, 2, 11);
+    let yaml = dir.path().join("o.yaml");
+    std::fs::write(
+        &yaml,
+        "tensors:\n  input:\n    dtype: uint16\n    range: [-4.0, 4.0]\n",
+    )
+    .unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    quantize_ok(&[
+        &model("tiny_cnn"),
+        "-o",
+        &p("q.onnx"),
+        "--calibration",
+        &p("calib"),
+        "--overrides",
+        &p("o.yaml"),
+        "--report",
+        &p("r.json"),
+    ]);
+    let r = report(Path::new(&p("r.json")));
+    let input = r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "input")
+        .expect("input quantized");
+    assert_eq!(input["dtype"], "uint16");
+    assert_eq!(input["range"], serde_json::json!([-4.0, 4.0]));
+    // The model itself: the input's QuantizeLinear writes uint16 (its zero point's type).
+    let m = kiln_proto::load_model(Path::new(&p("q.onnx")))
+        .unwrap()
+        .model;
+    let g = m.graph.unwrap();
+    let q = g
+        .node
+        .iter()
+        .find(|n| n.op_type == "QuantizeLinear" && n.input[0] == "input")
+        .expect("Q on input");
+    let zp = g
+        .initializer
+        .iter()
+        .find(|t| t.name == q.input[2])
+        .expect("zero point initializer");
+    assert_eq!(zp.data_type, 4, "uint16 is TensorProto type 4");
+    // Other activations keep uint8.
+    assert!(r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["kind"] == "activation" && t["dtype"] == "uint8"));
+    Session::from_path(Path::new(&p("q.onnx"))).expect("runs in ORT");
+}

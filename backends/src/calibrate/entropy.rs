@@ -41,8 +41,11 @@ pub const MAX_CANDIDATES: usize = 512;
 /// chosen over the full range.
 pub const MIN_GAIN: f64 = 0.2;
 
-/// The smallest share of values (in percent) the chosen window keeps.
-pub const KEEP_PERCENTILE: f64 = 99.999;
+/// The smallest share of values (in percent) the chosen window keeps: all but one in a
+/// million. At 99.999 % the 256-sample bench lost 0.68 dB to MinMax on resnet_tiny (residual
+/// adds carry rare large values that matter); at 99.9999 % no bench model is below MinMax by
+/// more than 0.03 dB.
+pub const KEEP_PERCENTILE: f64 = 99.9999;
 
 /// The count given to a level that P uses but the window's own values leave empty (ONNX
 /// Runtime's smoothing ε), so that clipping into an empty edge costs a lot but not ∞.
@@ -185,7 +188,7 @@ mod tests {
 
     #[test]
     fn gaussian_outliers_are_clipped() {
-        // Outliers rarer than the floor's 0.001 %: two in two million.
+        // Outliers at the floor's 0.0001 %: two in two million.
         let s = stats_of(&[&gaussian_with_outliers(2_000_000, 1, 5)], None);
         for scheme in schemes() {
             let r = range(&s, &scheme);
@@ -202,7 +205,7 @@ mod tests {
             let r = least_divergence(&s, &scheme);
             assert!(r.max < 20.0 && r.min > -20.0, "{scheme:?}: {r:?}");
             assert!(r.max > 2.0 && r.min < -2.0, "{scheme:?}: {r:?}");
-            // The floor widens it to keep all but 0.001 % (two values here).
+            // The floor widens it to keep all but 0.0001 % (two values here).
             let floored = range(&s, &scheme);
             assert!(floored.max >= r.max && floored.max > 50.0, "{floored:?}");
         }
