@@ -57,6 +57,22 @@ pub enum ProfileError {
     },
 }
 
+/// `s` with control characters escaped (`\n` for a newline), so a message stays one line.
+pub fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn key_prefix(key: &str) -> String {
     if key.is_empty() {
         String::new()
@@ -66,12 +82,16 @@ fn key_prefix(key: &str) -> String {
 }
 
 impl ProfileError {
-    /// An error at `at` about `key`.
+    /// An error at `at` about `key` (control characters a file put in a key or value are
+    /// escaped, so the error stays one line).
     pub fn invalid(at: Location, key: impl Into<String>, message: impl Into<String>) -> Self {
         ProfileError::Invalid {
-            at,
-            key: key.into(),
-            message: message.into(),
+            at: Location {
+                file: one_line(&at.file),
+                ..at
+            },
+            key: one_line(&key.into()),
+            message: one_line(&message.into()),
         }
     }
 
@@ -135,5 +155,15 @@ mod tests {
         let e = ProfileError::invalid(no_place, "", "did not parse");
         assert_eq!(e.to_string(), "p.yaml: did not parse");
         assert_eq!(e.key(), None);
+        let at = Location {
+            file: "p.yaml".into(),
+            line: 1,
+            column: 1,
+        };
+        let e = ProfileError::invalid(at, "ops.supported.a\nb", "unknown operator 'a\nb'");
+        assert_eq!(
+            e.to_string(),
+            "p.yaml:1:1: ops.supported.a\\nb: unknown operator 'a\\nb'"
+        );
     }
 }

@@ -84,7 +84,7 @@ pub fn load(name_or_file: &str) -> Result<LoadedProfile, ProfileError> {
         return load_file(path);
     }
     Err(ProfileError::UnknownName {
-        name: name_or_file.to_string(),
+        name: error::one_line(name_or_file),
         known: builtin_names().join(", "),
         hint: did_you_mean(closest(name_or_file, builtin::names())),
     })

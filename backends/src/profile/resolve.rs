@@ -49,7 +49,7 @@ impl Layer {
     pub fn file(path: &Path) -> Result<Layer, ProfileError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Read {
-            file: file.clone(),
+            file: super::error::one_line(&file),
             reason: format!("cannot read: {e}"),
         })?;
         let id = std::fs::canonicalize(path)
