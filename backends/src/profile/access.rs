@@ -250,7 +250,7 @@ mod tests {
     fn thresholds_judge_only_the_profile_metrics() {
         let t = builtin("edgetpu").thresholds();
         let l = t.for_output("anything");
-        assert_eq!(l.min_sqnr, Some(15.0));
+        assert_eq!(l.min_sqnr, Some(20.0));
         assert_eq!(l.max_outside_share, Some(1.0));
         assert_eq!(l.max_rmse, None);
     }
