@@ -216,7 +216,7 @@ pub fn profile_yaml(data: &[u8]) {
                 "error is not one line: {message:?}"
             );
             if let Some(at) = e.location().filter(|at| at.file == "fuzz.yaml") {
-                let lines = text.lines().count() + 1;
+                let lines = yaml_line_breaks(text) + 1;
                 assert!(at.line <= lines, "line {} of {lines}: {message}", at.line);
             }
             return;
@@ -246,6 +246,25 @@ pub fn profile_yaml(data: &[u8]) {
             }
         }
     }
+}
+
+/// Line breaks as YAML counts them: LF, CR, CRLF (one), NEL, LS and PS.
+fn yaml_line_breaks(text: &str) -> usize {
+    let mut n = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                n += 1;
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+            }
+            '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => n += 1,
+            _ => {}
+        }
+    }
+    n
 }
 
 /// `tensor_files`: bytes as an `.npy`, an `.npz`, and a `.pb` of each kind.

@@ -5,8 +5,8 @@
 //! the device runs (with their limits) and what happens to the others, shape and I/O rules,
 //! and the validation thresholds. Built-ins (`edgetpu`, `hexagon`, `ane`, `ane-fp16`, `neon`)
 //! are embedded from `backends/profiles/`; a user's file may `extends:` one and change a few
-//! keys. Loading resolves the chain, merges it key by key ([`resolve`]) and checks the result
-//! ([`check`]); every problem is one [`ProfileError`] naming the file, line, column and key.
+//! keys. Loading resolves the chain, merges it key by key (`resolve.rs`) and checks the result
+//! (`check.rs`); every problem is one [`ProfileError`] naming the file, line, column and key.
 //!
 //! ```no_run
 //! let loaded = kiln_backends::profile::load("hexagon").unwrap();

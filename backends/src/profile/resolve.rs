@@ -392,12 +392,28 @@ fn explain(path: &str, message: &str) -> (String, String) {
     (path.to_string(), message.to_string())
 }
 
-/// The message without serde_yaml_ng's ` at line L column C` (the prefix says it).
+/// The message without serde_yaml_ng's ` at line L column C` positions (the prefix says where;
+/// libyaml's messages may hold a second one mid-sentence, for the context it was scanning).
 fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(" at line ") {
+        let after = &rest[i + " at line ".len()..];
+        let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let line_len = digits(after);
+        let tail = &after[line_len..];
+        let col_len = tail.strip_prefix(" column ").map(digits).unwrap_or(0);
+        if line_len == 0 || col_len == 0 {
+            // Not a position: keep the text and look further on.
+            out.push_str(&rest[..i + 1]);
+            rest = &rest[i + 1..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        rest = &tail[" column ".len() + col_len..];
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -446,6 +462,26 @@ mod tests {
         let e = err("family: cpu\nops: [\n");
         assert!(e.starts_with("p.yaml:"), "{e}");
         assert!(!e.starts_with("p.yaml: "), "no line in {e}");
+    }
+
+    #[test]
+    fn positions_are_cut_from_messages() {
+        assert_eq!(
+            strip_location(
+                "could not find expected ':' at line 55 column 1, while scanning a simple key at line 54 column 3"
+            ),
+            "could not find expected ':', while scanning a simple key"
+        );
+        assert_eq!(strip_location("x at line four"), "x at line four");
+        assert_eq!(strip_location("x at line 4 col"), "x at line 4 col");
+        assert_eq!(strip_location("plain"), "plain");
+    }
+
+    #[test]
+    fn lone_carriage_returns_are_line_breaks() {
+        let e = err("family: cpu\r\rops: {supported: [\r");
+        assert!(e.starts_with("p.yaml:4:1: "), "{e}");
+        assert!(!e.contains(" at line "), "{e}");
     }
 
     #[test]
