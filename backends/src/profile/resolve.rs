@@ -104,12 +104,12 @@ fn parse(
     dir: Option<PathBuf>,
     builtin: bool,
 ) -> Result<Layer, ProfileError> {
-    let value: Value = serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(&file, &e))?;
+    let value: Value = serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(&file, &text, &e))?;
     let value = match value {
         // An empty file (or one with only comments) is an empty profile.
         Value::Null => Value::Mapping(Mapping::new()),
         v => {
-            serde_yaml_ng::from_str::<Profile>(&text).map_err(|e| yaml_error(&file, &e))?;
+            serde_yaml_ng::from_str::<Profile>(&text).map_err(|e| yaml_error(&file, &text, &e))?;
             v
         }
     };
@@ -332,10 +332,12 @@ fn apply_drop(merged: &mut Value, layer: &Layer) -> Result<(), ProfileError> {
     Ok(())
 }
 
-/// A YAML error as a located profile error: the key from the parser's path, and a shorter
-/// message with the nearest valid name for an unknown key or value.
-pub fn yaml_error(file: &str, e: &serde_yaml_ng::Error) -> ProfileError {
-    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+/// A YAML error in `text` as a located profile error: the key from the parser's path, and a
+/// shorter message with the nearest valid name for an unknown key or value.
+pub fn yaml_error(file: &str, text: &str, e: &serde_yaml_ng::Error) -> ProfileError {
+    let (line, column) = e
+        .location()
+        .map_or((0, 0), |l| within_text(text, l.line(), l.column()));
     let text = strip_location(&e.to_string());
     // serde_yaml_ng writes `path: message` when the error is inside a mapping.
     let (path, message) = match text.split_once(": ") {
@@ -390,6 +392,42 @@ fn explain(path: &str, message: &str) -> (String, String) {
         );
     }
     (path.to_string(), message.to_string())
+}
+
+/// libyaml puts the end of a stream on a line of its own, past the last line of a file that
+/// does not end with a line break; such a position becomes the end of the last line.
+fn within_text(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let lines = yaml_lines(text);
+    if line <= lines.len().max(1) {
+        return (line, column);
+    }
+    let last = lines.last().map_or(0, |l| l.chars().count());
+    (lines.len(), last + 1)
+}
+
+/// The lines of `text` split at YAML's line breaks (LF, CR, CRLF, NEL, LS, PS).
+fn yaml_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut iter = text.char_indices().peekable();
+    while let Some((i, c)) = iter.next() {
+        let end = match c {
+            '\r' => match iter.peek() {
+                Some((_, '\n')) => {
+                    iter.next();
+                    i + 2
+                }
+                _ => i + 1,
+            },
+            '\n' => i + 1,
+            '\u{85}' | '\u{2028}' | '\u{2029}' => i + c.len_utf8(),
+            _ => continue,
+        };
+        lines.push(&text[start..i]);
+        start = end;
+    }
+    lines.push(&text[start..]);
+    lines
 }
 
 /// The message without serde_yaml_ng's ` at line L column C` positions (the prefix says where;
@@ -475,6 +513,14 @@ mod tests {
         assert_eq!(strip_location("x at line four"), "x at line four");
         assert_eq!(strip_location("x at line 4 col"), "x at line 4 col");
         assert_eq!(strip_location("plain"), "plain");
+    }
+
+    #[test]
+    fn end_of_stream_positions_stay_in_the_file() {
+        let e = err("family: cpu\nvation_");
+        assert!(e.starts_with("p.yaml:2:8: "), "{e}");
+        assert_eq!(yaml_lines("a\r\nb\rc\u{2028}d\n"), ["a", "b", "c", "d", ""]);
+        assert_eq!(within_text("", 3, 1), (1, 1));
     }
 
     #[test]
