@@ -659,6 +659,11 @@ mod tests {
             e.starts_with("p.yaml:3:27: optimize.fusions[1]: unknown fusion 'fuse-gelx'; did you mean 'fuse-gelu'?"),
             "{e}"
         );
+        let e = err("extends: neon\noptimize:\n  fusions: [&a , fold-bias]\n");
+        assert!(
+            e.starts_with("p.yaml:3:13: optimize.fusions[0]: unknown fusion 'null'"),
+            "{e}"
+        );
         let e = err("extends: neon\noptimize:\n  fusions: [fold-bias, fold-bias]\n");
         assert!(e.contains("listed twice"), "{e}");
     }

@@ -27,6 +27,29 @@ impl KeyPath {
         KeyPath(keys.iter().map(|k| Seg::Key(k.to_string())).collect())
     }
 
+    /// Parses a dotted path as serde_yaml_ng writes it (`ops.supported.Conv`, `a.b[2].c`);
+    /// an empty string is the empty path.
+    pub fn parse(s: &str) -> KeyPath {
+        let mut path = KeyPath::default();
+        for part in s.split('.').filter(|p| !p.is_empty()) {
+            let (key, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+            if !key.is_empty() {
+                path.0.push(Seg::Key(key.to_string()));
+            }
+            while let Some(inner) = rest.strip_prefix('[') {
+                let Some((n, after)) = inner.split_once(']') else {
+                    break;
+                };
+                match n.parse() {
+                    Ok(i) => path.0.push(Seg::Index(i)),
+                    Err(_) => break,
+                }
+                rest = after;
+            }
+        }
+        path
+    }
+
     /// This path with one more key.
     pub fn key(&self, k: &str) -> KeyPath {
         let mut p = self.clone();
@@ -162,9 +185,11 @@ impl<'de> Visitor<'de> for Walk<'_> {
         Ok(())
     }
 
-    fn visit_enum<A: de::EnumAccess<'de>>(self, _data: A) -> Result<(), A::Error> {
-        // Tagged nodes (`!tag value`) hold no profile keys.
-        self.here()
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        // A tagged node (`!tag value`) arrives as an enum; its value is what the tag marks.
+        use serde::de::VariantAccess;
+        let (_, value) = data.variant::<IgnoredAny>()?;
+        value.newtype_variant_seed(self)
     }
 }
 
@@ -265,6 +290,27 @@ list:
         assert_eq!(locate(TEXT, &op), Some((7, 5)));
         let inner = op.key("max_rank");
         assert_eq!(locate(TEXT, &inner), Some((7, 13)));
+    }
+
+    #[test]
+    fn sees_through_tags() {
+        let text = "!root\nops: !o\n  drop: [Convz]\n";
+        let p = KeyPath::keys(&["ops", "drop"]).index(0);
+        assert_eq!(locate(text, &p), Some((3, 10)));
+    }
+
+    #[test]
+    fn parses_serde_paths() {
+        for s in [
+            "quantization.activations.dtype",
+            "optimize.fusions[2]",
+            "a[0][1].b",
+            "x",
+        ] {
+            assert_eq!(KeyPath::parse(s).to_string(), s);
+        }
+        assert_eq!(KeyPath::parse(""), KeyPath::default());
+        assert_eq!(KeyPath::parse("a[x]").to_string(), "a");
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn parse(
     builtin: bool,
 ) -> Result<Layer, ProfileError> {
     let value: Value = serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(&file, &text, &e))?;
-    let value = match value {
+    let value = match untag(value) {
         // An empty file (or one with only comments) is an empty profile.
         Value::Null => Value::Mapping(Mapping::new()),
         v => {
@@ -121,6 +121,19 @@ fn parse(
         dir,
         builtin,
     })
+}
+
+/// `v` without YAML tags (`!tag value`): profiles give tags no meaning, and the typed parse
+/// ignores them, so merging must too.
+fn untag(v: Value) -> Value {
+    match v {
+        Value::Tagged(t) => untag(t.value),
+        Value::Mapping(m) => {
+            Value::Mapping(m.into_iter().map(|(k, v)| (untag(k), untag(v))).collect())
+        }
+        Value::Sequence(s) => Value::Sequence(s.into_iter().map(untag).collect()),
+        other => other,
+    }
 }
 
 /// The layers of a profile, leaf first; locates keys in whichever file set them.
@@ -234,16 +247,18 @@ pub fn resolve(leaf: Layer) -> Result<(Profile, Sources), ProfileError> {
     if leaf.value.get("name").is_none() {
         map.insert("name".into(), Value::String(leaf.stem()));
     }
-    let profile: Profile = serde_yaml_ng::from_value(merged).map_err(|e| {
-        ProfileError::invalid(
-            sources.at(&KeyPath::default()),
-            "",
-            format!(
-                "the merged profile does not parse: {}",
-                strip_location(&e.to_string())
-            ),
-        )
-    })?;
+    // Through text, not `from_value`: the typed parse of each file read its text, and a YAML
+    // tree deserializes a few scalars differently (an empty value is a null, not "").
+    let text = serde_yaml_ng::to_string(&merged)
+        .map_err(|e| ProfileError::invalid(sources.at(&KeyPath::default()), "", e.to_string()))?;
+    let profile: Profile =
+        serde_yaml_ng::from_str(&text).map_err(|e| match yaml_error(&leaf.file, &text, &e) {
+            ProfileError::Invalid { key, message, .. } => {
+                let at = sources.at(&KeyPath::parse(&key));
+                ProfileError::invalid(at, key, message)
+            }
+            other => other,
+        })?;
     Ok((profile, sources))
 }
 
@@ -513,6 +528,24 @@ mod tests {
         assert_eq!(strip_location("x at line four"), "x at line four");
         assert_eq!(strip_location("x at line 4 col"), "x at line 4 col");
         assert_eq!(strip_location("plain"), "plain");
+    }
+
+    #[test]
+    fn tags_are_ignored_and_empty_items_survive_the_merge() {
+        let (p, _) = resolve(
+            Layer::text(
+                "!p {family: cpu, description: !d text, optimize: {fusions: [&a , fold-bias]}}",
+                "t.yaml",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.family, super::super::schema::Family::Cpu);
+        assert_eq!(p.description, "text");
+        assert_eq!(p.description, "text");
+        // The empty anchored item is a null; it reaches the check (which refuses the name,
+        // at its place) instead of failing the merge without one.
+        assert_eq!(p.optimize.fusions, ["null", "fold-bias"]);
     }
 
     #[test]
