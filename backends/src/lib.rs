@@ -3,6 +3,7 @@
 pub mod calibrate;
 pub mod compare;
 pub mod quantize;
+pub mod profile;
 pub mod runtime;
 pub mod tensors;
 pub mod validate;

@@ -7,6 +7,7 @@ mod diff;
 mod inspect;
 mod optimize;
 mod quantize;
+mod profile;
 mod run;
 mod validate;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Diff(diff::Args),
     /// Time a model in ONNX Runtime (p50/p90/p99, mean, peak memory), or two alternately.
     Bench(bench::Args),
+    /// Hardware profiles: list the built-ins, show one resolved, check a file, start one.
+    Profile(profile::Args),
 }
 
 /// How a command that did not fail ended.
@@ -64,5 +67,6 @@ pub fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Validate(args) => validate::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Profile(args) => profile::run(args),
     }
 }
