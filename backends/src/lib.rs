@@ -2,8 +2,8 @@
 
 pub mod calibrate;
 pub mod compare;
-pub mod quantize;
 pub mod profile;
+pub mod quantize;
 pub mod runtime;
 pub mod tensors;
 pub mod validate;

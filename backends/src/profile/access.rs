@@ -86,6 +86,13 @@ impl Profile {
                     reduce_range: w.reduce_range,
                 },
                 per_channel: w.granularity == Granularity::PerChannel,
+                per_op: w
+                    .per_op
+                    .iter()
+                    .filter_map(|(op, o)| {
+                        Some((op.clone(), o.granularity? == Granularity::PerChannel))
+                    })
+                    .collect(),
             },
             op_types: q.op_types.as_deref().map(set),
             only_nodes: None,

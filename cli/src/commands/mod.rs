@@ -6,8 +6,8 @@ mod convert;
 mod diff;
 mod inspect;
 mod optimize;
-mod quantize;
 mod profile;
+mod quantize;
 mod run;
 mod validate;
 
