@@ -2,6 +2,7 @@
 
 mod bench;
 mod check;
+mod compile;
 mod convert;
 mod diff;
 mod inspect;
@@ -34,6 +35,8 @@ pub enum Command {
     Diff(diff::Args),
     /// Time a model in ONNX Runtime (p50/p90/p99, mean, peak memory), or two alternately.
     Bench(bench::Args),
+    /// Compile a model for one device's profile: quantize, legalize, emit, validate, report.
+    Compile(compile::Args),
     /// Hardware profiles: list the built-ins, show one resolved, check a file, start one.
     Profile(profile::Args),
 }
@@ -68,5 +71,6 @@ pub fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Diff(args) => diff::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Compile(args) => compile::run(args),
     }
 }
