@@ -228,6 +228,9 @@ fn through_qdq(g: &Graph, mut v: ValueRef) -> Option<NodeIndex> {
 }
 
 fn dims(g: &Graph, v: ValueRef) -> Option<Vec<Dim>> {
+    if let Some(t) = g.constant(v) {
+        return Some(t.shape().iter().map(|&d| Dim::Known(d as i64)).collect());
+    }
     g.value_info(v).shape()
 }
 

@@ -41,8 +41,12 @@ pub fn pin_both(model: &mut Model, pins: &[Pin]) -> Result<(Option<Model>, Chang
                 .cloned()
                 .collect(),
         };
-        simulated += sim.simulate.len();
-        sim.run(&mut twin)?;
+        let done = sim.run(&mut twin)?;
+        simulated += done
+            .iter()
+            .filter(|(k, _)| *k == "simulated")
+            .map(|(_, v)| v)
+            .sum::<usize>();
     }
     changes.merge(&CancelCasts.run(model)?);
     CancelCasts.run(&mut twin)?;
