@@ -351,7 +351,7 @@ fn float_compute(g: &Graph, n: NodeIndex) -> Option<ValueRef> {
             .iter()
             .all(|(c, _)| g[*c].op_type() == "QuantizeLinear");
         let is_output = g.outputs.iter().any(|o| o.value == v);
-        if (consumers.is_empty() && !is_output) || (to_q && !is_output) {
+        if !is_output && (consumers.is_empty() || to_q) {
             continue;
         }
         return Some(v);
