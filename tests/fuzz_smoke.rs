@@ -51,6 +51,11 @@ fn thresholds_yaml_corpus() {
 }
 
 #[test]
+fn profile_yaml_corpus() {
+    replay("profile_yaml", fuzz_bodies::profile_yaml);
+}
+
+#[test]
 fn tensor_files_corpus() {
     replay("tensor_files", fuzz_bodies::tensor_files);
 }

@@ -2,6 +2,8 @@
 
 pub mod calibrate;
 pub mod compare;
+pub mod compile;
+pub mod profile;
 pub mod quantize;
 pub mod runtime;
 pub mod tensors;

@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 use arbitrary::{Result as ArbResult, Unstructured};
 use bytes::Bytes;
+use kiln_backends::profile;
 use kiln_backends::tensors::{npy::read_npy_from, npz::read_npz_from, pb::decode_pb, ValueKind};
 use kiln_backends::validate::Thresholds;
 use kiln_passes::eval::{evaluate_with, EvalOptions};
 use kiln_passes::ir::{AttrValue, Attribute, Model};
+use kiln_passes::quant::QuantType;
 use kiln_passes::tensor::{DataType, Tensor};
 use kiln_proto::onnx::{
     tensor_proto::DataLocation, GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto,
@@ -195,6 +197,74 @@ pub fn thresholds_yaml(data: &[u8]) {
         let _ = t.for_output(name).tolerance();
     }
     let _ = t.overridden_by(&t);
+}
+
+/// `profile_yaml`: bytes as a hardware profile (it may extend built-ins only, so nothing
+/// outside is read), then every query on the result. An accepted profile must survive
+/// `profile show` (its YAML parses back to the same profile); a refused one must be one line,
+/// and a located error must point inside the text.
+pub fn profile_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let loaded = match profile::parse(text, "fuzz.yaml") {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                !message.contains('\n'),
+                "error is not one line: {message:?}"
+            );
+            if let Some(at) = e.location().filter(|at| at.file == "fuzz.yaml") {
+                let lines = yaml_line_breaks(text) + 1;
+                assert!(at.line <= lines, "line {} of {lines}: {message}", at.line);
+            }
+            return;
+        }
+    };
+    let p = &loaded.profile;
+    let shown = loaded.to_yaml();
+    match profile::parse(&shown, "shown.yaml") {
+        Ok(again) => assert_eq!(again.profile, *p, "show does not round-trip:\n{shown}"),
+        Err(e) => panic!("show output does not parse: {e}\n{shown}"),
+    }
+    let _ = p.quant_config();
+    let _ = p.thresholds().for_output("y");
+    let _ = p.calibration_percentile();
+    let _ = p.contrib_qdq(13);
+    let ops = p
+        .ops
+        .supported
+        .keys()
+        .chain(p.quantization.weights.per_op.keys());
+    for op in ops.map(String::as_str).chain(["Conv", "Loop"]) {
+        let _ = p.supports(op);
+        let _ = p.weight_per_channel(op);
+        for t in [QuantType::Uint8, QuantType::Uint16, QuantType::Int16] {
+            if let Some(f) = p.fixed_output(op, t) {
+                let _ = f.range(t);
+            }
+        }
+    }
+}
+
+/// Line breaks as YAML counts them: LF, CR, CRLF (one), NEL, LS and PS.
+fn yaml_line_breaks(text: &str) -> usize {
+    let mut n = 0;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                n += 1;
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+            }
+            '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => n += 1,
+            _ => {}
+        }
+    }
+    n
 }
 
 /// `tensor_files`: bytes as an `.npy`, an `.npz`, and a `.pb` of each kind.

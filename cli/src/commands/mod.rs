@@ -2,10 +2,12 @@
 
 mod bench;
 mod check;
+mod compile;
 mod convert;
 mod diff;
 mod inspect;
 mod optimize;
+mod profile;
 mod quantize;
 mod run;
 mod validate;
@@ -33,6 +35,10 @@ pub enum Command {
     Diff(diff::Args),
     /// Time a model in ONNX Runtime (p50/p90/p99, mean, peak memory), or two alternately.
     Bench(bench::Args),
+    /// Compile a model for one device's profile: quantize, legalize, emit, validate, report.
+    Compile(compile::Args),
+    /// Hardware profiles: list the built-ins, show one resolved, check a file, start one.
+    Profile(profile::Args),
 }
 
 /// How a command that did not fail ended.
@@ -64,5 +70,7 @@ pub fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Validate(args) => validate::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Profile(args) => profile::run(args),
+        Command::Compile(args) => compile::run(args),
     }
 }

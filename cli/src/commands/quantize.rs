@@ -225,6 +225,7 @@ fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
                 reduce_range: args.reduce_range,
             },
             per_channel: !args.per_tensor,
+            per_op: Default::default(),
         },
         op_types: args
             .op_types

@@ -6,12 +6,14 @@ use super::ranges::Range;
 use super::scheme::{QuantScheme, QuantType};
 
 /// How weights (constant inputs of Conv, ConvTranspose, Gemm, MatMul, Gather) are quantized.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WeightConfig {
     /// Element type and symmetry; symmetric int8 by default.
     pub scheme: QuantScheme,
     /// One scale per output channel (the axis the op implies) instead of one per tensor.
     pub per_channel: bool,
+    /// Per-op-type exceptions to `per_channel` (QNN: per-channel on Conv only).
+    pub per_op: BTreeMap<String, bool>,
 }
 
 impl Default for WeightConfig {
@@ -19,7 +21,23 @@ impl Default for WeightConfig {
         WeightConfig {
             scheme: QuantScheme::new(QuantType::Int8, true),
             per_channel: true,
+            per_op: BTreeMap::new(),
         }
+    }
+}
+
+impl WeightConfig {
+    /// Whether the weights of an `op_type` node are quantized per channel.
+    pub fn per_channel_for(&self, op_type: &str) -> bool {
+        self.per_op
+            .get(op_type)
+            .copied()
+            .unwrap_or(self.per_channel)
+    }
+
+    /// Whether any op's weights are quantized per channel.
+    pub fn any_per_channel(&self) -> bool {
+        self.per_channel || self.per_op.values().any(|&v| v)
     }
 }
 

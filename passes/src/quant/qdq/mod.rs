@@ -231,7 +231,7 @@ pub fn required_opset(config: &QuantConfig) -> i64 {
             .any(|o| o.dtype.is_some_and(|d| d.bits() == 16));
     if sixteen {
         21
-    } else if config.weights.per_channel {
+    } else if config.weights.any_per_channel() {
         13
     } else {
         10

@@ -317,7 +317,10 @@ impl Layout {
             scheme.dtype = o.dtype.unwrap_or(scheme.dtype);
             scheme.symmetric = o.symmetric.unwrap_or(scheme.symmetric);
         }
-        let axis = if per_channel && kind == ConstKind::Weight && config.weights.per_channel {
+        let axis = if per_channel
+            && kind == ConstKind::Weight
+            && config.weights.per_channel_for(g[node].op_type())
+        {
             weight_axis(&g[node], slot, t.shape().len())
         } else {
             None

@@ -1,0 +1,60 @@
+//! ARM CPUs with NEON through ONNX Runtime's CPU kernels (MLAS): int8 QDQ with int8 symmetric
+//! weights, uint8 activations unless the profile declares i8mm (MLAS's signed kernels need it
+//! to be fast), pinned ops in the profile's 16-bit float (simulated where ORT's CPU provider has
+//! no kernel, which the quantizer does).
+
+use kiln_passes::ir::Model;
+use kiln_passes::quant::QuantType;
+
+use super::super::error::CompileError;
+use super::super::Context;
+use super::pinning::{describe, pin_both, Pin};
+use super::{quantized, Emitted};
+use crate::profile::CpuFeature;
+
+/// Builds the pipeline, quantizes, emits.
+pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> {
+    let mut config = cx.profile.quant_config();
+    let mut legalized = Vec::new();
+    let i8mm = cx.profile.cpu_features.contains(&CpuFeature::I8mm);
+    let wanted = if i8mm {
+        QuantType::Int8
+    } else {
+        QuantType::Uint8
+    };
+    let a = config.activations.dtype;
+    if matches!(a, QuantType::Int8 | QuantType::Uint8) && a != wanted {
+        legalized.push(format!(
+            "activations {} -> {} ({})",
+            a.name(),
+            wanted.name(),
+            if i8mm {
+                "i8mm declared: MLAS's signed kernels"
+            } else {
+                "no i8mm: MLAS's fast kernels take unsigned activations"
+            }
+        ));
+        config.activations.dtype = wanted;
+    }
+    // Pinning runs here, not in the quantizer, so the emitted model has real float16 ops and
+    // the simulated twin is a separate file.
+    let pins = [Pin {
+        ops: std::mem::take(&mut config.pin_ops),
+        float: config.pin_float,
+    }];
+    let report = quantized::run(&mut model, config, cx)?;
+    let (sim, changes) = pin_both(&mut model, &pins)?;
+    if !changes.is_empty() {
+        legalized.push(format!("pinned: {}", describe(&changes)));
+    }
+    Ok(Emitted {
+        model,
+        sim,
+        validate_instead: None,
+        partition_view: None,
+        quantize: Some(report),
+        legalized,
+        integer_only: false,
+        quantized_io: Vec::new(),
+    })
+}

@@ -1,0 +1,215 @@
+//! Hardware profiles: what one device needs from a compiled model, in a YAML file.
+//!
+//! A profile names its target family, how activations, weights and biases are quantized, how
+//! ranges are calibrated, which ops are pinned to a 16-bit float, which fusions run, which ops
+//! the device runs (with their limits) and what happens to the others, shape and I/O rules,
+//! and the validation thresholds. Built-ins (`edgetpu`, `hexagon`, `ane`, `ane-fp16`, `neon`)
+//! are embedded from `backends/profiles/`; a user's file may `extends:` one and change a few
+//! keys. Loading resolves the chain, merges it key by key (`resolve.rs`) and checks the result
+//! (`check.rs`); every problem is one [`ProfileError`] naming the file, line, column and key.
+//!
+//! ```no_run
+//! let loaded = kiln_backends::profile::load("hexagon").unwrap();
+//! let config = loaded.profile.quant_config();
+//! assert!(loaded.profile.weight_per_channel("Conv"));
+//! # let _ = config;
+//! ```
+
+mod access;
+mod builtin;
+mod check;
+mod error;
+mod locate;
+mod names;
+mod onnx_ops;
+mod resolve;
+mod schema;
+
+use std::path::Path;
+
+pub use access::{dtype_of, quant_type, DEFAULT_PERCENTILE};
+pub use error::{Location, ProfileError, ProfileWarning};
+pub use locate::{locate, KeyPath, Seg};
+pub use names::{closest_op, fusion_names, is_known_op};
+pub use schema::{
+    ActivationQuant, BiasQuant, Calibration, CalibrationMethod, CpuFeature, Dtype, Family,
+    FixedParams, FloatType, Granularity, Io, IoHandling, Memory, OpConstraints, Ops, Optimize,
+    Precision, Profile, QdqDomain, Quantization, Shapes, UnsupportedPolicy, Validation,
+    WeightOverride, WeightQuant,
+};
+
+use names::{closest, did_you_mean};
+use resolve::Layer;
+
+/// A resolved, checked profile, with the files it came from and what the check noticed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedProfile {
+    /// The profile, every key filled in.
+    pub profile: Profile,
+    /// The files merged, most derived first (`builtin:NAME` for built-ins).
+    pub sources: Vec<String>,
+    /// Allowed but odd settings.
+    pub warnings: Vec<ProfileWarning>,
+}
+
+impl LoadedProfile {
+    /// The resolved profile as a YAML file with a header naming its sources; parsing it gives
+    /// the same profile back.
+    pub fn to_yaml(&self) -> String {
+        format!(
+            "# Profile '{}' ({}), resolved from {}.\n# Every key is written out: this file \
+             stands alone and parses back to the same profile.\n{}",
+            self.profile.name,
+            self.profile.family.name(),
+            self.sources.join(" <- "),
+            self.profile.to_yaml()
+        )
+    }
+}
+
+/// The built-in profile names, sorted.
+pub fn builtin_names() -> Vec<&'static str> {
+    builtin::names().collect()
+}
+
+/// Loads `name_or_file`: a built-in name, else a file.
+pub fn load(name_or_file: &str) -> Result<LoadedProfile, ProfileError> {
+    if let Some(layer) = Layer::builtin(name_or_file) {
+        return finish(layer?);
+    }
+    let path = Path::new(name_or_file);
+    let looks_like_file =
+        path.exists() || name_or_file.contains(['/', '\\', '.']) || path.extension().is_some();
+    if looks_like_file {
+        return load_file(path);
+    }
+    Err(ProfileError::UnknownName {
+        name: error::one_line(name_or_file),
+        known: builtin_names().join(", "),
+        hint: did_you_mean(closest(name_or_file, builtin::names())),
+    })
+}
+
+/// Loads a profile file; relative `extends` paths start from its folder.
+pub fn load_file(path: &Path) -> Result<LoadedProfile, ProfileError> {
+    finish(Layer::file(path)?)
+}
+
+/// Parses profile text that is not a file (`file` names it in errors); it may extend built-ins
+/// only, so nothing outside is read.
+pub fn parse(text: &str, file: &str) -> Result<LoadedProfile, ProfileError> {
+    finish(Layer::text(text, file)?)
+}
+
+fn finish(leaf: Layer) -> Result<LoadedProfile, ProfileError> {
+    let (profile, sources) = resolve::resolve(leaf)?;
+    let warnings = check::check(&profile, &sources)?;
+    Ok(LoadedProfile {
+        profile,
+        sources: sources.files(),
+        warnings,
+    })
+}
+
+/// A commented starting file for a profile that extends `parent` (a built-in name or a file):
+/// every inherited key is shown commented out, ready to uncomment and change.
+pub fn starter(parent: &str) -> Result<String, ProfileError> {
+    let base = load(parent)?;
+    let stem = Path::new(parent)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| parent.to_string());
+    let mut out = format!(
+        "# A Kiln hardware profile. Every key is optional: what you leave out comes from\n\
+         # '{parent}', whose values are below, commented out. Uncomment and change what your\n\
+         # device needs; a mapping merges key by key, a list replaces the inherited one,\n\
+         # `null` unsets, and `ops: {{drop: [Op]}}` removes inherited ops.\n\
+         #\n\
+         # Values: family edgetpu | hexagon | ane | neon | cpu\n\
+         #   dtype uint8 | int8 | uint16 | int16 | float16 | bfloat16 | float32 (bias: int32 or a float)\n\
+         #   granularity per-tensor | per-channel;  calibration.method minmax | percentile | entropy | mse\n\
+         #   ops.unsupported fallback | error;  io.inputs / io.outputs float | quantize\n\
+         #   cpu_features dotprod | i8mm | fp16 | bf16;  optimize.fusions: {}\n\
+         #\n\
+         # Check it:        kiln profile check FILE\n\
+         # See the result:  kiln profile show FILE\n\
+         name: my-{stem}\n\
+         extends: {parent}\n\n",
+        fusion_names().join(", ")
+    );
+    for line in base.profile.to_yaml().lines() {
+        if line.starts_with("name:") {
+            continue;
+        }
+        out.push_str("# ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_loads_checks_and_round_trips_through_show() {
+        for name in builtin_names() {
+            let loaded = load(name).unwrap();
+            assert_eq!(loaded.profile.name, name);
+            assert!(!loaded.profile.description.is_empty(), "{name}");
+            assert!(loaded.warnings.is_empty(), "{name}: {:?}", loaded.warnings);
+            let shown = loaded.to_yaml();
+            let again = parse(&shown, "shown.yaml").unwrap();
+            assert_eq!(again.profile, loaded.profile, "{name}:\n{shown}");
+        }
+    }
+
+    #[test]
+    fn ane_fp16_extends_ane() {
+        let p = load("ane-fp16").unwrap();
+        assert_eq!(p.sources, ["builtin:ane-fp16", "builtin:ane"]);
+        assert_eq!(p.profile.family, Family::Ane);
+    }
+
+    #[test]
+    fn user_profile_extending_hexagon_with_uint16() {
+        let text =
+            "name: hexagon16\nextends: hexagon\nquantization:\n  activations:\n    dtype: uint16\n";
+        let p = parse(text, "hexagon16.yaml").unwrap();
+        let c = p.profile.quant_config();
+        assert_eq!(c.activations.dtype, kiln_passes::quant::QuantType::Uint16);
+        assert_eq!(c.weights.scheme.dtype, kiln_passes::quant::QuantType::Int8);
+        assert!(p.profile.weight_per_channel("Conv"));
+        assert_eq!(p.profile.quantization.min_real_range, Some(1e-4));
+        assert!(p.profile.contrib_qdq(13));
+    }
+
+    #[test]
+    fn unknown_names_suggest_a_builtin() {
+        let e = load("hexagn").unwrap_err().to_string();
+        assert!(e.starts_with("no profile named 'hexagn'"), "{e}");
+        assert!(e.contains("did you mean 'hexagon'?"), "{e}");
+        let e = load("missing/profile.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("missing/profile.yaml: cannot read: "), "{e}");
+    }
+
+    #[test]
+    fn starter_files_resolve_to_their_parent() {
+        for name in builtin_names() {
+            let text = starter(name).unwrap();
+            let p = parse(&text, "mine.yaml").unwrap();
+            let mut parent = load(name).unwrap().profile;
+            parent.name = format!("my-{name}");
+            assert_eq!(p.profile, parent, "{text}");
+            // Uncommenting the inherited block gives the parent itself.
+            let (_, block) = text.split_once(&format!("extends: {name}\n\n")).unwrap();
+            let uncommented: String = block
+                .lines()
+                .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+                .collect();
+            let q = parse(&uncommented, &format!("{name}.yaml")).unwrap();
+            assert_eq!(q.profile, load(name).unwrap().profile, "{uncommented}");
+        }
+    }
+}
