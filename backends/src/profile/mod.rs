@@ -56,12 +56,13 @@ impl LoadedProfile {
     /// The resolved profile as a YAML file with a header naming its sources; parsing it gives
     /// the same profile back.
     pub fn to_yaml(&self) -> String {
+        // The header is a comment: a name or path with a line break must not end it.
         format!(
             "# Profile '{}' ({}), resolved from {}.\n# Every key is written out: this file \
              stands alone and parses back to the same profile.\n{}",
-            self.profile.name,
+            error::one_line(&self.profile.name),
             self.profile.family.name(),
-            self.sources.join(" <- "),
+            error::one_line(&self.sources.join(" <- ")),
             self.profile.to_yaml()
         )
     }
@@ -121,7 +122,7 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
         .unwrap_or_else(|| parent.to_string());
     let mut out = format!(
         "# A Kiln hardware profile. Every key is optional: what you leave out comes from\n\
-         # '{parent}', whose values are below, commented out. Uncomment and change what your\n\
+         # '{shown}', whose values are below, commented out. Uncomment and change what your\n\
          # device needs; a mapping merges key by key, a list replaces the inherited one,\n\
          # `null` unsets, and `ops: {{drop: [Op]}}` removes inherited ops.\n\
          #\n\
@@ -133,9 +134,12 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
          #\n\
          # Check it:        kiln profile check FILE\n\
          # See the result:  kiln profile show FILE\n\
-         name: my-{stem}\n\
-         extends: {parent}\n\n",
-        fusion_names().join(", ")
+         name: {name}\n\
+         extends: {extends}\n\n",
+        fusion_names().join(", "),
+        shown = error::one_line(parent),
+        name = yaml_scalar(&format!("my-{stem}")),
+        extends = yaml_scalar(parent),
     );
     for line in base.profile.to_yaml().lines() {
         if line.starts_with("name:") {
@@ -146,6 +150,13 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// `s` as a YAML scalar, quoted when it needs to be.
+fn yaml_scalar(s: &str) -> String {
+    serde_yaml_ng::to_string(s)
+        .map(|t| t.trim_end().to_string())
+        .unwrap_or_else(|_| format!("{s:?}"))
 }
 
 #[cfg(test)]
@@ -163,6 +174,17 @@ mod tests {
             let again = parse(&shown, "shown.yaml").unwrap();
             assert_eq!(again.profile, loaded.profile, "{name}:\n{shown}");
         }
+    }
+
+    #[test]
+    fn show_header_stays_a_comment_whatever_the_name() {
+        let loaded = parse("extends: neon\nname: \"two\\nlines\\r\"\n", "odd.yaml").unwrap();
+        let shown = loaded.to_yaml();
+        assert!(
+            shown.starts_with("# Profile 'two\\nlines\\r' (neon)"),
+            "{shown}"
+        );
+        assert_eq!(parse(&shown, "shown.yaml").unwrap().profile, loaded.profile);
     }
 
     #[test]
@@ -192,6 +214,20 @@ mod tests {
         assert!(e.contains("did you mean 'hexagon'?"), "{e}");
         let e = load("missing/profile.yaml").unwrap_err().to_string();
         assert!(e.starts_with("missing/profile.yaml: cannot read: "), "{e}");
+    }
+
+    #[test]
+    fn starter_quotes_a_parent_path_that_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a: b #c.yaml");
+        std::fs::write(&path, "extends: neon\n").unwrap();
+        let parent = path.display().to_string();
+        let text = starter(&parent).unwrap();
+        let mine = dir.path().join("mine.yaml");
+        std::fs::write(&mine, &text).unwrap();
+        let p = load_file(&mine).unwrap();
+        assert_eq!(p.sources.len(), 3, "{text}");
+        assert_eq!(p.profile.name, "my-a: b #c");
     }
 
     #[test]
