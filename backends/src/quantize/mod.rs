@@ -8,6 +8,7 @@ mod accuracy;
 mod error;
 mod index_bounds;
 mod overrides;
+mod ranges;
 mod report;
 mod sensitivity;
 
@@ -19,11 +20,10 @@ use kiln_passes::opset::UpgradeOpset;
 use kiln_passes::optimize::{optimize, OptimizeOptions};
 use kiln_passes::pipeline::{Changes, Pass};
 use kiln_passes::precision::{CancelCasts, PinPrecision};
-use kiln_passes::quant::{dynamic, qdq, PinFloat, QuantConfig, QuantType, Ranges};
+use kiln_passes::quant::{dynamic, qdq, PinFloat, QuantConfig, QuantType};
 
 use crate::calibrate::{
-    collect, open_samples_with, saturation, CalibrationData, CalibrationOptions, Method, Progress,
-    Statistics,
+    open_samples_with, saturation, CalibrationData, CalibrationOptions, Method, Progress,
 };
 use crate::runtime::{capturable_names, Session, SessionOptions};
 use crate::validate::SyntheticSpec;
@@ -104,6 +104,19 @@ pub struct QuantizeOptions {
     /// Shapes and bounds of synthetic inputs; integer inputs that index a table get the
     /// table's length unless set here.
     pub synthetic: SyntheticSpec,
+}
+
+/// The float model calibration and checks run: graph, proto, ONNX Runtime inputs, and the
+/// synthetic-input spec.
+pub(crate) struct FloatModel<'a> {
+    /// The optimized float graph (plans are made on it).
+    pub model: &'a Model,
+    /// Its protobuf, what ONNX Runtime runs.
+    pub proto: &'a kiln_proto::onnx::ModelProto,
+    /// Its inputs as ONNX Runtime sees them.
+    pub inputs: &'a [crate::runtime::IoInfo],
+    /// Shapes and bounds of synthetic samples.
+    pub spec: &'a SyntheticSpec,
 }
 
 /// What is running, for progress display.
@@ -196,87 +209,24 @@ pub fn quantize(
             save_stats,
         } => {
             let plan = qdq::plan(model, config)?;
-            // Sensitivity quantizes one node at a time, which needs ranges the full plan does
-            // not (a Conv's own output, when the full plan folds its Relu into it).
-            let mut calibrated = plan.tensors.clone();
-            if options.sensitivity.is_some() {
-                let mut seen: std::collections::BTreeSet<String> =
-                    calibrated.iter().cloned().collect();
-                for node in &plan.nodes {
-                    let mut one = config.clone();
-                    one.only_nodes = Some(std::collections::BTreeSet::from([node.clone()]));
-                    for t in qdq::plan(model, &one)?.tensors {
-                        if seen.insert(t.clone()) {
-                            calibrated.push(t);
-                        }
-                    }
-                }
-            }
-            let (stats, summary, first) = match source {
-                RangeSource::Calibrate(data) => {
-                    if let CalibrationData::Synthetic { .. } = data {
-                        warnings.push(
-                            "ranges come from random inputs (--synthetic): they are a placeholder; calibrate on real data before shipping".to_string(),
-                        );
-                    }
-                    let samples = open_samples_with(data, &float_inputs, &spec)?;
-                    let stats =
-                        collect(&float_proto, &calibrated, samples, calibration, &mut |p| {
-                            progress(Stage::Calibrating, p)
-                        })?;
-                    let summary = CalibrationSummary {
-                        source: match data {
-                            CalibrationData::Synthetic { .. } => "synthetic".to_string(),
-                            CalibrationData::Path(_) => "data".to_string(),
-                        },
-                        path: match data {
-                            CalibrationData::Path(p) => Some(p.display().to_string()),
-                            CalibrationData::Synthetic { .. } => None,
-                        },
-                        samples: stats.samples(),
-                        tensors: calibrated.len(),
-                    };
-                    (stats, summary, None)
-                }
-                RangeSource::Saved(files) => {
-                    let Some(first) = files.first() else {
-                        return Err(QuantizeError::Options("no statistics file given".into()));
-                    };
-                    let mut stats = Statistics::load(first)?;
-                    for f in &files[1..] {
-                        stats.merge(&Statistics::load(f)?)?;
-                    }
-                    let summary = CalibrationSummary {
-                        source: "saved".to_string(),
-                        path: Some(
-                            files
-                                .iter()
-                                .map(|f| f.display().to_string())
-                                .collect::<Vec<_>>()
-                                .join(","),
-                        ),
-                        samples: stats.samples(),
-                        tensors: plan.tensors.len(),
-                    };
-                    (stats, summary, Some(first.clone()))
-                }
+            let float_side = FloatModel {
+                model: &float,
+                proto: &float_proto,
+                inputs: &float_inputs,
+                spec: &spec,
             };
-            if let Some(path) = save_stats {
-                stats.save(path)?;
-            }
-            let mut ranges: Ranges = stats.ranges(*method, &|n| config.activation_scheme(n));
-            if let Some(path) = first {
-                let known: std::collections::BTreeSet<&str> = stats.tensor_names().collect();
-                if let Some(t) = calibrated.iter().find(|t| !known.contains(t.as_str())) {
-                    return Err(QuantizeError::RangesMissing {
-                        path,
-                        tensor: t.clone(),
-                    });
-                }
-            }
-            for (name, range) in &plan.fixed {
-                ranges.insert(name.clone(), *range);
-            }
+            let (ranges, summary) = ranges::gather(
+                &float_side,
+                config,
+                &plan,
+                source,
+                *method,
+                calibration,
+                save_stats.as_deref(),
+                options.sensitivity.is_some(),
+                &mut warnings,
+                &mut |p| progress(Stage::Calibrating, p),
+            )?;
             report.calibration = Some(summary);
             if let RangeSource::Calibrate(data) = source {
                 in_sample = Some(data.clone());
