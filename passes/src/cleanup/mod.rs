@@ -13,6 +13,7 @@ pub mod noop;
 pub mod transpose_pairs;
 
 mod bypass;
+pub(crate) use bypass::bypass;
 mod util;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `cancel-casts`: Cast pairs that give back their input, and Casts to the type a value
 //! already has.
 
-use crate::ir::{Graph, Model, NodeIndex, ValueRef};
+use crate::cleanup::bypass;
+use crate::ir::{Graph, Model, NodeIndex};
 use crate::pipeline::{Changes, Pass, PassError};
 use crate::tensor::DataType;
 
@@ -61,42 +62,20 @@ fn cancel_one(graph: &mut Graph, cast: NodeIndex) -> Option<&'static str> {
     let to = cast_to(graph.node(cast)?)?;
     let mid = graph.input(cast, 0)?;
     if elem_type(graph, mid) == Some(to) {
-        return bypass(graph, cast, mid).then_some("no-op casts");
+        return bypass(graph, cast, 0, mid).then_some("no-op casts");
     }
     let wide = cast_to(graph.node(mid.node)?)?;
     let x = graph.input(mid.node, 0)?;
     if elem_type(graph, x) != Some(to) || !exactly_representable(to, wide) {
         return None;
     }
-    if !bypass(graph, cast, x) {
+    if !bypass(graph, cast, 0, x) {
         return None;
     }
     if !graph.is_used(mid) {
         graph.remove_node(mid.node);
     }
     Some("cancelled pairs")
-}
-
-/// Removes `node` after making the readers of its output read `input`. When the output is
-/// a graph output, `input` takes its name, which needs `input` to be an operator's output
-/// and no graph output itself; otherwise nothing changes and the result is false.
-fn bypass(graph: &mut Graph, node: NodeIndex, input: ValueRef) -> bool {
-    let out = ValueRef::new(node, 0);
-    let is_output = |g: &Graph, v: ValueRef| g.outputs.iter().any(|o| o.value == v);
-    if !is_output(graph, out) {
-        graph.replace_all_uses(out, input);
-        graph.remove_node(node);
-        return true;
-    }
-    let renamable = graph.node(input.node).is_some_and(|n| n.is_operator());
-    if !renamable || is_output(graph, input) {
-        return false;
-    }
-    let name = graph.value_name(out).to_string();
-    graph.replace_all_uses(out, input);
-    graph.remove_node(node);
-    graph.rename_value(input, &name);
-    true
 }
 
 /// True when every value of `from` is exactly a value of `to`, so `from → to → from` is
