@@ -18,13 +18,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
+
+from measure import run_measured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out", "diff_large")
 KILN = os.path.join(ROOT, "target", "release", "kiln")
-GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 
 
 def generate(n):
@@ -48,33 +47,11 @@ def generate(n):
 
 
 def run_with_rss(cmd):
-    """Runs cmd (exit 0 or 1: diff's verdict); returns (wall s, peak RSS bytes, stdout).
-
-    As in bench/external_io.py: GNU time reports the command's own peak RSS (ru_maxrss seen
-    from Python would carry this process's RSS across exec); without it, VmHWM is sampled.
-    """
-    with tempfile.NamedTemporaryFile("r") as rss:
-        full = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd] if GNU_TIME else cmd
-        t0 = time.perf_counter()
-        p = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        peak = 0
-        if not GNU_TIME:
-            while p.poll() is None:
-                try:
-                    with open(f"/proc/{p.pid}/status") as f:
-                        for line in f:
-                            if line.startswith("VmHWM:"):
-                                peak = max(peak, int(line.split()[1]) * 1024)
-                except OSError:
-                    pass
-                time.sleep(0.001)
-        out, err = p.communicate()
-        wall = time.perf_counter() - t0
-        if p.returncode not in (0, 1):
-            sys.exit(f"{' '.join(cmd)} failed ({p.returncode}): {err.decode()}")
-        if GNU_TIME:
-            peak = int(rss.read().split()[-1]) * 1024
-        return wall, peak, out.decode()
+    """Runs cmd (exit 0 or 1: diff's verdict); returns (wall s, peak RSS bytes, stdout)."""
+    m = run_measured(cmd)
+    if m.returncode not in (0, 1):
+        sys.exit(f"{' '.join(cmd)} failed ({m.returncode}): {m.stderr}")
+    return m.wall_s, m.peak_rss_bytes, m.stdout
 
 
 def measure(a, b, runs):

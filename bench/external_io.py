@@ -17,10 +17,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 
 import numpy as np
+
+from measure import run_measured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out", "external_io")
@@ -61,43 +61,12 @@ def generate(folder, gib):
     return model_path, offset
 
 
-GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
-
-
 def run_with_rss(cmd):
-    """Runs cmd; returns (wall seconds, peak RSS bytes of the command itself).
-
-    rusage's ru_maxrss as seen from Python is no good: Linux carries the high-water mark across
-    exec, so a child would report the Python parent's RSS. GNU time (Debian package `time`)
-    forks from a small process and reports the exact figure; without it, VmHWM in /proc (which
-    belongs to the exec'd image) is sampled every millisecond until exit.
-    """
-    if GNU_TIME:
-        with tempfile.NamedTemporaryFile("r") as out:
-            t0 = time.perf_counter()
-            p = subprocess.run([GNU_TIME, "-f", "%M", "-o", out.name, *cmd],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            wall = time.perf_counter() - t0
-            if p.returncode != 0:
-                sys.exit(f"{' '.join(cmd)} failed: {p.stderr.decode()}")
-            return wall, int(out.read().split()[-1]) * 1024
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    status_file = f"/proc/{p.pid}/status"
-    while p.poll() is None:
-        try:
-            with open(status_file) as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]) * 1024)
-        except OSError:
-            pass
-        time.sleep(0.001)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed: {p.stderr.read().decode()}")
-    return wall, peak
+    """Runs cmd; returns (wall seconds, peak RSS bytes of the command itself); exits on failure."""
+    m = run_measured(cmd)
+    if m.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {m.stderr}")
+    return m.wall_s, m.peak_rss_bytes
 
 
 def main():

@@ -27,7 +27,7 @@ class Measured:
 def run_measured(cmd, env=None):
     """Runs cmd; returns its wall time and the peak RSS of the command itself.
 
-    As bench/external_io.py: ru_maxrss seen from this (large, Python) process is no good, since
+    ru_maxrss seen from this (large, Python) process is no good, since
     Linux carries the high-water mark across exec and a child would report this process's RSS.
     GNU time forks from a small process and reports the exact figure; without it, VmHWM in /proc
     (which belongs to the exec'd image) is sampled every millisecond until exit. Output goes to

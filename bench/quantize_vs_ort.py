@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quantize import kiln as kiln_side  # noqa: E402
 from quantize import report  # noqa: E402
 from quantize.calibration import GENERATOR_VERSION, ensure_split, read_split  # noqa: E402
-from quantize.measure import GNU_TIME, run_measured  # noqa: E402
+from measure import GNU_TIME, run_measured  # noqa: E402
 from quantize.sqnr import model_sqnr, run_outputs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
