@@ -11,7 +11,6 @@ pub mod partition;
 pub mod report;
 pub mod targets;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kiln_passes::ir::Model;
@@ -31,18 +30,6 @@ use crate::value::{NamedValues, Value};
 
 /// Samples validation uses when none are held out.
 const VALIDATION_SAMPLES: usize = 8;
-
-/// Op types that mean a model already carries quantization.
-const QUANTIZED_OPS: &[&str] = &[
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "DynamicQuantizeLinear",
-    "QLinearConv",
-    "QLinearMatMul",
-    "MatMulInteger",
-    "ConvInteger",
-    "MatMulNBits",
-];
 
 /// Everything `compile` needs besides the model.
 #[derive(Debug, Clone)]
@@ -241,22 +228,10 @@ pub fn compile(
 
 /// Refuses a model with Q/DQ or integer ops.
 fn refuse_quantized(model: &Model) -> Result<(), CompileError> {
-    let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, n) in model.graph.nodes() {
-        if n.is_operator() && QUANTIZED_OPS.contains(&n.op_type()) {
-            *ops.entry(n.op_type()).or_default() += 1;
-        }
+    match crate::quantize::quantization_ops(model) {
+        None => Ok(()),
+        Some((_, ops)) => Err(CompileError::AlreadyQuantized { ops }),
     }
-    if ops.is_empty() {
-        return Ok(());
-    }
-    Err(CompileError::AlreadyQuantized {
-        ops: ops
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
 }
 
 fn data_error(e: impl std::fmt::Display) -> CompileError {

@@ -371,25 +371,32 @@ pub fn quantize(
     Ok(report)
 }
 
-/// Refuses a model that already has Q/DQ or integer ops: quantizing twice compounds error.
-fn refuse_quantized(model: &Model) -> Result<(), QuantizeError> {
-    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+/// The quantization ops (Q/DQ, QLinear*, integer ops) in `model`'s main graph: how many, and
+/// a description such as `3 DequantizeLinear, 2 QuantizeLinear`; `None` for a float model.
+pub fn quantization_ops(model: &Model) -> Option<(usize, String)> {
+    let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, n) in model.graph.nodes() {
         if n.is_operator() && QUANTIZED_OPS.contains(&n.op_type()) {
-            *ops.entry(n.op_type().to_string()).or_default() += 1;
+            *ops.entry(n.op_type()).or_default() += 1;
         }
     }
     if ops.is_empty() {
-        return Ok(());
+        return None;
     }
-    Err(QuantizeError::AlreadyQuantized {
-        nodes: ops.values().sum(),
-        ops: ops
-            .iter()
-            .map(|(k, v)| format!("{v} {k}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
+    let described = ops
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some((ops.values().sum(), described))
+}
+
+/// Refuses a model that already has Q/DQ or integer ops: quantizing twice compounds error.
+fn refuse_quantized(model: &Model) -> Result<(), QuantizeError> {
+    match quantization_ops(model) {
+        None => Ok(()),
+        Some((nodes, ops)) => Err(QuantizeError::AlreadyQuantized { nodes, ops }),
+    }
 }
 
 /// Reads up to `limit` samples into memory (for runs that reuse them).
