@@ -167,15 +167,10 @@ fn divergence(prefix: &Prefix, counts: &[u64], w: Window, levels: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calibrate::testing::{gaussian_with_outliers, relu_like, stats_of, uniform};
+    use crate::calibrate::testing::{
+        gaussian_with_outliers, relu_like, schemes, stats_of, uniform,
+    };
     use kiln_passes::quant::QuantType;
-
-    fn schemes() -> [QuantScheme; 2] {
-        [
-            QuantScheme::new(QuantType::Uint8, false),
-            QuantScheme::new(QuantType::Int8, true),
-        ]
-    }
 
     #[test]
     fn uniform_keeps_about_the_full_range() {

@@ -4,6 +4,15 @@ use super::histogram::DEFAULT_BINS;
 use super::stats::TensorStats;
 use super::Statistics;
 use crate::validate::Rng;
+use kiln_passes::quant::{QuantScheme, QuantType};
+
+/// The two schemes the searching methods are tested with: asymmetric uint8, symmetric int8.
+pub fn schemes() -> [QuantScheme; 2] {
+    [
+        QuantScheme::new(QuantType::Uint8, false),
+        QuantScheme::new(QuantType::Int8, true),
+    ]
+}
 
 /// Statistics of one tensor over `runs` (one slice per run), on `bins` bins.
 pub fn stats_with(bins: usize, runs: &[&[f32]], moving: Option<f32>) -> TensorStats {
