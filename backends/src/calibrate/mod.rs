@@ -71,6 +71,18 @@ pub struct CalibrationOptions {
     pub histogram_bins: usize,
 }
 
+impl CalibrationOptions {
+    /// The defaults for `method`: MinMax collects no histograms (half the folding time)
+    /// unless `keep_histograms` (statistics saved for reuse with any method).
+    pub fn for_method(method: Method, keep_histograms: bool) -> CalibrationOptions {
+        let mut o = CalibrationOptions::default();
+        if matches!(method, Method::MinMax) && !keep_histograms {
+            o.histogram_bins = 0;
+        }
+        o
+    }
+}
+
 impl Default for CalibrationOptions {
     fn default() -> CalibrationOptions {
         CalibrationOptions {

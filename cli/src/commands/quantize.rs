@@ -313,14 +313,7 @@ fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
             calibration: CalibrationOptions {
                 moving_average: args.moving_average.then_some(args.averaging_constant),
                 intra_threads: args.threads,
-                // MinMax needs no histograms (half the folding time), unless the statistics
-                // are saved for reuse with any method.
-                histogram_bins: if matches!(method, Method::MinMax) && args.save_ranges.is_none() {
-                    0
-                } else {
-                    CalibrationOptions::default().histogram_bins
-                },
-                ..CalibrationOptions::default()
+                ..CalibrationOptions::for_method(method, args.save_ranges.is_some())
             },
             save_stats: args.save_ranges.clone(),
         }

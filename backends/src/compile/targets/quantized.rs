@@ -33,14 +33,7 @@ pub fn run(
         mode: Mode::Static {
             source: RangeSource::Calibrate(cx.calibration.clone()),
             method,
-            calibration: CalibrationOptions {
-                histogram_bins: if matches!(method, Method::MinMax) {
-                    0
-                } else {
-                    CalibrationOptions::default().histogram_bins
-                },
-                ..CalibrationOptions::default()
-            },
+            calibration: CalibrationOptions::for_method(method, false),
             save_stats: None,
         },
         check: None,
