@@ -1,7 +1,7 @@
 //! An activation's quantized tensor, from its `QuantizeLinear` through the ops that only move
 //! integers (`Reshape`, `MaxPool`, … as QOperator models keep them) to every
 //! `DequantizeLinear` that reads it. Changing the tensor's integer type (a zero-point shift)
-//! or removing its Q/DQ must treat all of these together.
+//! must treat all of these together.
 
 use std::collections::BTreeSet;
 
@@ -10,8 +10,8 @@ use crate::ir::{Graph, InputSlot, NodeIndex, ValueRef};
 use super::edit;
 
 /// Ops that read integers at input 0 and write the same integers rearranged (or a maximum of
-/// them): correct for any integer type and for float, so a shift or a removal of the Q/DQ
-/// around them keeps their meaning.
+/// them): correct for any integer type, so a shift of the zero point around them keeps their
+/// meaning.
 const MOVES: &[&str] = &[
     "Reshape",
     "Transpose",

@@ -224,20 +224,3 @@ pub(super) fn drop_unused(g: &mut Graph, values: &[ValueRef]) {
 pub(super) fn feeds(g: &Graph, n: NodeIndex) -> Vec<ValueRef> {
     g.inputs(n).into_iter().flatten().collect()
 }
-
-/// Turns operator `n` into an `Identity` of its input 0 (its other inputs and attributes go).
-pub(super) fn to_identity(g: &mut Graph, n: NodeIndex) {
-    for slot in 1..g.inputs(n).len() {
-        g.disconnect(n, slot);
-    }
-    let node = &mut g[n];
-    if let crate::ir::NodeKind::Op {
-        op_type, domain, ..
-    } = &mut node.kind
-    {
-        *op_type = "Identity".to_string();
-        domain.clear();
-    }
-    node.attributes.clear();
-    node.input_arity = 1;
-}

@@ -10,12 +10,13 @@
 //!   weights) becomes the integer constant it computes.
 //! - [`standard_domain`]: `com.microsoft` Q/DQ (16-bit types before opset 21) become standard
 //!   ones, raising the opset to 21 where 16-bit types need it.
+//! - [`scalar_params`]: one-element 1-D scales and zero points (PyTorch's export) become
+//!   scalars.
 //! - [`integer_to_float_ops`]: the dynamic form (`DynamicQuantizeLinear` → `MatMulInteger` /
 //!   `ConvInteger` → `Cast` → `Mul`) becomes the float op on a dequantized integer weight.
 //! - [`dequantize_weights`]: integer weights behind a `DequantizeLinear` become float constants.
 //! - [`shift_activations`]: int8 activations become uint8 (or back) by moving zero points 128.
 //! - [`weights_per_tensor`]: per-channel weights become per-tensor for ops the target needs so.
-//! - [`strip_activations`]: activation Q/DQ pairs are removed for targets that compute in float.
 //!
 //! Only the main graph is rewritten; If/Loop bodies are left as they are.
 
@@ -26,8 +27,8 @@ mod fold_quantize;
 mod integer_ops;
 mod per_tensor;
 mod qoperator;
+mod scalar_params;
 mod shift;
-mod strip;
 mod to_float;
 
 #[cfg(test)]
@@ -38,8 +39,8 @@ pub use fold_quantize::fold_weight_quantize;
 pub use integer_ops::integer_to_float_ops;
 pub use per_tensor::weights_per_tensor;
 pub use qoperator::expand_qoperator;
+pub use scalar_params::scalar_params;
 pub use shift::shift_activations;
-pub use strip::strip_activations;
 pub use to_float::dequantize_weights;
 
 /// What one legalization step did: a line per kind of change (for the report) and what it

@@ -484,38 +484,6 @@ fn an_activation_read_by_an_integer_op_is_kept_with_the_reason() {
     assert_eq!(const_in(&m.graph, q, 2).dtype(), DataType::Int8);
 }
 
-#[test]
-fn stripping_activations_leaves_the_float_path() {
-    let mut m = int8_activation();
-    let out = strip_activations(&mut m).unwrap();
-    m.graph.verify().unwrap();
-    assert_eq!(out.changed, 1);
-    let g = &m.graph;
-    assert_eq!(ops(g), vec!["MaxPool", "Relu"]);
-    let pool = one(g, "MaxPool");
-    assert_eq!(g.value_name(g.input(pool, 0).unwrap()), "x");
-    assert_eq!(
-        g.value_info(ValueRef::new(pool, 0)).elem_type(),
-        Some(DataType::Float)
-    );
-}
-
-#[test]
-fn a_dequantized_graph_output_keeps_its_name_when_stripped() {
-    let mut m = Model::new(13);
-    let g = &mut m.graph;
-    let x = input(g, "x", DataType::Float, &[2]);
-    let s = init(g, "s", scalar_f(0.1));
-    let q = op(g, "QuantizeLinear", &[x, s], "q");
-    let y = op(g, "DequantizeLinear", &[q, s], "y");
-    output(g, y);
-    strip_activations(&mut m).unwrap();
-    m.graph.verify().unwrap();
-    let g = &m.graph;
-    assert_eq!(ops(g), vec!["Identity"]);
-    assert_eq!(g.value_name(g.outputs[0].value), "y");
-}
-
 // ---------------------------------------------------------------- per-tensor weights
 
 #[test]
@@ -598,4 +566,26 @@ fn per_channel_conv_weights_become_per_tensor_with_the_bias_rescaled() {
     );
     // The old per-channel constants are gone.
     assert!(g.find_value("ws").is_none() && g.find_value("bs").is_none());
+}
+
+#[test]
+fn one_element_scales_become_scalars() {
+    let mut m = Model::new(13);
+    let g = &mut m.graph;
+    let x = input(g, "x", DataType::Float, &[2]);
+    let s = init(g, "s", Tensor::from_vec(vec![1], vec![0.1f32]).unwrap());
+    let z = init(g, "z", Tensor::from_vec(vec![1], vec![3i8]).unwrap());
+    let q = op(g, "QuantizeLinear", &[x, s, z], "q");
+    let y = op(g, "DequantizeLinear", &[q, s, z], "y");
+    output(g, y);
+    let out = scalar_params(&mut m).unwrap();
+    m.graph.verify().unwrap();
+    assert_eq!(out.changed, 2);
+    let g = &m.graph;
+    for n in [one(g, "QuantizeLinear"), one(g, "DequantizeLinear")] {
+        assert!(const_in(g, n, 1).shape().is_empty());
+        assert_eq!(const_in(g, n, 2).to_vec::<i8>().unwrap(), vec![3]);
+        assert!(const_in(g, n, 2).shape().is_empty());
+    }
+    assert!(g.find_value("s").is_none(), "the [1]-shaped constants are gone");
 }
