@@ -52,6 +52,7 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -235,6 +236,7 @@ def rotary(b, scope, x, cos, sin):
                 to=TensorProto.INT64)
     axis, step = b.const(scope, [3]), b.const(scope, [1])
     x1 = b.op(scope, "Slice", [x, b.const(scope, [0]), b.unsqueeze(scope, half, [0]), axis, step])
+    # The exporter writes fresh constants for each Slice.
     x2 = b.op(scope, "Slice", [x, b.unsqueeze(scope, half, [0]),
                                b.const(scope, [np.iinfo(np.int64).max]), b.const(scope, [3]),
                                b.const(scope, [1])])
@@ -296,6 +298,7 @@ def attention(b, s, i, h, cos, sin, mask):
 
 
 def mlp(b, s, i, h):
+    """down_proj(silu(gate_proj(h)) * up_proj(h)), SiLU as Mul(x, Sigmoid(x))."""
     scope = f"/model/layers.{i}/mlp"
     prefix = f"model.layers.{i}.mlp"
     gate = b.op(f"{scope}/gate_proj", "MatMul",
@@ -452,11 +455,9 @@ def generate(s, folder):
     """Writes <folder>/model.onnx, model.onnx.data and config.json."""
     s.validate()
     os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):
+    for name in os.listdir(folder):  # stale test data would not match the new weights
         if name.startswith("test_data_set_"):
-            for f in os.listdir(os.path.join(folder, name)):
-                os.remove(os.path.join(folder, name, f))
-            os.rmdir(os.path.join(folder, name))
+            shutil.rmtree(os.path.join(folder, name))
     nodes, inputs, outputs, weights = build_graph(s)
     initializers = write_weights(s, weights, folder)
     graph = helper.make_graph(nodes, "main_graph", inputs, outputs, initializers)
@@ -531,6 +532,7 @@ def hf_model(folder, s):
 
 
 def set_parameter(model, name, tensor):
+    """Replaces a (meta) parameter of the HF model by `tensor`, without copying it."""
     import torch
 
     module_name, leaf = name.rsplit(".", 1)
@@ -622,6 +624,7 @@ def compare(ort_results, hf_results, steps):
 
 
 def max_diff(a, b):
+    """max |a - b| in float64; a shape mismatch is an error, not a broadcast."""
     if a.shape != b.shape:
         raise RuntimeError(f"shapes differ: {a.shape} vs {b.shape}")
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
@@ -682,6 +685,7 @@ def check(folder):
 # ---------------------------------------------------------------------------------------------
 
 def summary(folder):
+    """Prints node, initializer, parameter and op counts and file sizes of a generated model."""
     m = onnx.load(os.path.join(folder, "model.onnx"), load_external_data=False)
     ops = collections.Counter(n.op_type for n in m.graph.node)
     params = sum(int(np.prod(t.dims)) for t in m.graph.initializer)
@@ -694,6 +698,7 @@ def summary(folder):
 
 
 def peak_rss_mib(who):
+    """Peak RSS of this process (RUSAGE_SELF) or of its waited-for children (RUSAGE_CHILDREN)."""
     return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
 
 
