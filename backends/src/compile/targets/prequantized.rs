@@ -3,8 +3,10 @@
 //! are kept and legalized to the target by the steps of `kiln_passes::quant::legalize`:
 //!
 //! - every target: QOperator ops become QDQ, QAT float weights behind a `QuantizeLinear`
-//!   become integers, `com.microsoft` Q/DQ become standard, and the dynamic form becomes float
-//!   ops on dequantized weights ([`prepare`], before the optimize pipeline);
+//!   become integers, PyTorch's QAT Conv → Div → BatchNorm becomes a Conv with a bias, a
+//!   Relu its output's quantizer makes redundant goes,
+//!   `com.microsoft` Q/DQ become standard, and the dynamic form becomes float ops on
+//!   dequantized weights ([`prepare`], after constant folding);
 //! - integer targets with activation scales: activations move to the profile's signedness
 //!   (int8 → uint8 for the Edge TPU), per-channel weights become per-tensor for ops the profile
 //!   keeps per-tensor, and the Edge TPU's inputs/outputs become integer;
@@ -18,8 +20,9 @@
 
 use kiln_passes::ir::Model;
 use kiln_passes::quant::legalize::{
-    dequantize_weights, expand_qoperator, fold_weight_quantize, integer_to_float_ops,
-    scalar_params, shift_activations, standard_domain, weights_per_tensor, Outcome,
+    dequantize_weights, drop_redundant_relu, expand_qoperator, fold_qat_batchnorm,
+    fold_weight_quantize, integer_to_float_ops, scalar_params, shift_activations, standard_domain,
+    weights_per_tensor, Outcome,
 };
 
 use super::super::error::CompileError;
@@ -41,6 +44,8 @@ pub fn prepare(model: &mut Model, profile: &Profile) -> Result<Outcome, CompileE
     }
     let mut out = expand_qoperator(model)?;
     out.merge(fold_weight_quantize(model)?);
+    out.merge(fold_qat_batchnorm(model)?);
+    out.merge(drop_redundant_relu(model)?);
     out.merge(standard_domain(model)?);
     out.merge(scalar_params(model)?);
     out.merge(integer_to_float_ops(model)?);

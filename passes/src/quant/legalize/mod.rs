@@ -8,6 +8,10 @@
 //!   target here takes; the arithmetic is the op's definition).
 //! - [`fold_weight_quantize`]: a `QuantizeLinear` of a float constant (how QAT exports store
 //!   weights) becomes the integer constant it computes.
+//! - [`fold_qat_batchnorm`]: PyTorch's QAT Conv → Div → BatchNormalization, where the two
+//!   scales cancel, becomes the Conv with a bias.
+//! - [`drop_redundant_relu`]: a Relu/Clip right before a `QuantizeLinear` that clamps to the
+//!   same range is dropped.
 //! - [`standard_domain`]: `com.microsoft` Q/DQ (16-bit types before opset 21) become standard
 //!   ones, raising the opset to 21 where 16-bit types need it.
 //! - [`scalar_params`]: one-element 1-D scales and zero points (PyTorch's export) become
@@ -26,7 +30,9 @@ mod edit;
 mod fold_quantize;
 mod integer_ops;
 mod per_tensor;
+mod qat_batchnorm;
 mod qoperator;
+mod redundant_relu;
 mod scalar_params;
 mod shift;
 mod to_float;
@@ -38,7 +44,9 @@ pub use domain::standard_domain;
 pub use fold_quantize::fold_weight_quantize;
 pub use integer_ops::integer_to_float_ops;
 pub use per_tensor::weights_per_tensor;
+pub use qat_batchnorm::fold_qat_batchnorm;
 pub use qoperator::expand_qoperator;
+pub use redundant_relu::drop_redundant_relu;
 pub use scalar_params::scalar_params;
 pub use shift::shift_activations;
 pub use to_float::dequantize_weights;

@@ -587,5 +587,140 @@ fn one_element_scales_become_scalars() {
         assert_eq!(const_in(g, n, 2).to_vec::<i8>().unwrap(), vec![3]);
         assert!(const_in(g, n, 2).shape().is_empty());
     }
-    assert!(g.find_value("s").is_none(), "the [1]-shaped constants are gone");
+    assert!(
+        g.find_value("s").is_none(),
+        "the [1]-shaped constants are gone"
+    );
+}
+
+// ---------------------------------------------------------------- QAT Conv+BN, Relu
+
+/// DQ(x) → Conv(DQ(W) per channel, zero bias) → Div(k) → BatchNormalization(γ, β, μ, σ²).
+fn qat_conv_bn(divisor: [f32; 2]) -> Model {
+    let mut m = Model::new(13);
+    let g = &mut m.graph;
+    let x = input(g, "x", DataType::Float, &[1, 1, 2, 2]);
+    let xs = init(g, "xs", scalar_f(0.5));
+    let xz = init(g, "xz", Tensor::scalar(0u8));
+    let xq = op(g, "QuantizeLinear", &[x, xs, xz], "xq");
+    let xd = op(g, "DequantizeLinear", &[xq, xs, xz], "xd");
+    let w = init(
+        g,
+        "w",
+        Tensor::from_vec(vec![2, 1, 1, 1], vec![10i8, -20]).unwrap(),
+    );
+    let ws = init(
+        g,
+        "ws",
+        Tensor::from_vec(vec![2], vec![0.1f32, 0.2]).unwrap(),
+    );
+    let wz = init(g, "wz", Tensor::from_vec(vec![2], vec![0i8, 0]).unwrap());
+    let wd = node(
+        g,
+        "DequantizeLinear",
+        "",
+        &[Some(w), Some(ws), Some(wz)],
+        &["wd"],
+        vec![("axis", AttrValue::Int(0))],
+    );
+    let b0 = init(
+        g,
+        "b0",
+        Tensor::from_vec(vec![2], vec![0.0f32, 0.0]).unwrap(),
+    );
+    let conv = op(g, "Conv", &[xd, ValueRef::new(wd, 0), b0], "c");
+    let k = init(
+        g,
+        "k",
+        Tensor::from_vec(vec![1, 2, 1, 1], divisor.to_vec()).unwrap(),
+    );
+    let div = op(g, "Div", &[conv, k], "d");
+    // γ/√(σ²+ε) = 2 and 4 with ε = 0: γ = (2, 4), σ² = 1.
+    let gamma = init(
+        g,
+        "gamma",
+        Tensor::from_vec(vec![2], vec![2.0f32, 4.0]).unwrap(),
+    );
+    let beta = init(
+        g,
+        "beta",
+        Tensor::from_vec(vec![2], vec![1.0f32, -1.0]).unwrap(),
+    );
+    let mean = init(
+        g,
+        "mean",
+        Tensor::from_vec(vec![2], vec![0.5f32, 0.25]).unwrap(),
+    );
+    let var = init(
+        g,
+        "var",
+        Tensor::from_vec(vec![2], vec![1.0f32, 1.0]).unwrap(),
+    );
+    let bn = node(
+        g,
+        "BatchNormalization",
+        "",
+        &[div, gamma, beta, mean, var].map(Some),
+        &["bn"],
+        vec![("epsilon", AttrValue::Float(0.0))],
+    );
+    output(g, ValueRef::new(bn, 0));
+    m
+}
+
+#[test]
+fn a_cancelling_qat_batchnorm_becomes_an_int32_conv_bias() {
+    let mut m = qat_conv_bn([2.0, 4.0]);
+    let out = fold_qat_batchnorm(&mut m).unwrap();
+    m.graph.verify().unwrap();
+    assert_eq!(out.changed, 1, "{out:?}");
+    let g = &m.graph;
+    assert!(find(g, "BatchNormalization").is_empty() && find(g, "Div").is_empty());
+    let conv = one(g, "Conv");
+    assert_eq!(g.value_name(ValueRef::new(conv, 0)), "bn");
+    // b' = β − k·μ = (1 − 1, −1 − 1) = (0, −2); scales 0.5 × (0.1, 0.2).
+    let bdq = g.input(conv, 2).unwrap().node;
+    assert_eq!(g[bdq].op_type(), "DequantizeLinear");
+    assert_eq!(
+        const_in(g, bdq, 1).to_vec::<f32>().unwrap(),
+        vec![0.05, 0.1]
+    );
+    assert_eq!(const_in(g, bdq, 0).to_vec::<i32>().unwrap(), vec![0, -20]);
+}
+
+#[test]
+fn a_batchnorm_that_does_not_cancel_is_kept_with_the_channel() {
+    let mut m = qat_conv_bn([2.0, 3.0]);
+    let out = fold_qat_batchnorm(&mut m).unwrap();
+    assert_eq!(out.changed, 0);
+    assert!(out.kept[0].contains("channel 1"), "{:?}", out.kept);
+    assert_eq!(find(&m.graph, "BatchNormalization").len(), 1);
+}
+
+/// x → Q → DQ → Relu → Q(scale 0.1, zero point `zp`) → DQ → y.
+fn relu_before_q(zp: u8) -> Model {
+    let mut m = Model::new(13);
+    let g = &mut m.graph;
+    let x = input(g, "x", DataType::Float, &[2]);
+    let s = init(g, "s", scalar_f(0.1));
+    let z = init(g, "z", Tensor::scalar(zp));
+    let r = op(g, "Relu", &[x], "r");
+    let q = op(g, "QuantizeLinear", &[r, s, z], "q");
+    let y = op(g, "DequantizeLinear", &[q, s, z], "y");
+    output(g, y);
+    m
+}
+
+#[test]
+fn a_relu_before_a_zero_based_quantizer_is_dropped_and_others_kept() {
+    let mut m = relu_before_q(0);
+    assert_eq!(drop_redundant_relu(&mut m).unwrap().changed, 1);
+    m.graph.verify().unwrap();
+    assert!(find(&m.graph, "Relu").is_empty());
+    let q = one(&m.graph, "QuantizeLinear");
+    assert_eq!(m.graph.value_name(m.graph.input(q, 0).unwrap()), "x");
+    // Zero point 3: the quantizer represents -0.3..0, so the Relu still clamps.
+    let mut m = relu_before_q(3);
+    assert_eq!(drop_redundant_relu(&mut m).unwrap().changed, 0);
+    assert_eq!(find(&m.graph, "Relu").len(), 1);
 }
