@@ -12,6 +12,6 @@ pub mod ranges;
 pub mod scheme;
 pub mod weights;
 
-pub use config::{PinFloat, QuantConfig, TensorOverride, WeightConfig};
+pub use config::{PinFloat, QdqDomainRule, QuantConfig, TensorOverride, WeightConfig};
 pub use ranges::{Range, Ranges};
 pub use scheme::{QuantParams, QuantScheme, QuantType};
