@@ -212,7 +212,18 @@ pub fn quantize(
         spec.int_high.entry(input).or_insert(high);
     }
     let float_proto = float.to_proto();
-    let float_inputs = Session::from_model_with(&float_proto, &options.session)?.inputs();
+    // The float model's inputs as ONNX Runtime sees them, for reading samples; modes that
+    // need no samples skip loading it (a session holds another copy of every weight).
+    let needs_samples = options.check.is_some()
+        || !matches!(
+            options.mode,
+            Mode::Dynamic { samples: None } | Mode::WeightOnly { samples: None, .. }
+        );
+    let float_inputs = if needs_samples {
+        Session::from_model_with(&float_proto, &options.session)?.inputs()
+    } else {
+        Vec::new()
+    };
     // Samples the accuracy is measured on when no held-out set is given.
     let mut in_sample: Option<CalibrationData> = None;
 
