@@ -31,13 +31,26 @@ def init(name, array):
     return numpy_helper.from_array(np.asarray(array), name)
 
 
+def write_test_data(folder, feeds, outputs, index=0):
+    """Writes <folder>/test_data_set_<index>/input_k.pb and output_k.pb, in the order given.
+
+    `feeds` and `outputs` are lists of (name, numpy array).
+    """
+    data = os.path.join(folder, f"test_data_set_{index}")
+    os.makedirs(data, exist_ok=True)
+    for kind, values in (("input", feeds), ("output", outputs)):
+        for k, (n, v) in enumerate(values):
+            t = numpy_helper.from_array(v, n)
+            open(os.path.join(data, f"{kind}_{k}.pb"), "wb").write(t.SerializeToString())
+
+
 def save(name, model, inputs, external=False, sorted_nodes=True):
     """Writes models/<name>/model.onnx and test_data_set_0 computed by ONNX Runtime."""
     import onnxruntime as ort
 
     folder = os.path.join(HERE, name)
     shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(os.path.join(folder, "test_data_set_0"))
+    os.makedirs(folder)
     # The checker insists on topological order, which some exporters do not keep.
     if sorted_nodes:
         onnx.checker.check_model(model, full_check=True)
@@ -50,13 +63,8 @@ def save(name, model, inputs, external=False, sorted_nodes=True):
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     feeds = {i.name: inputs[k] for k, i in enumerate(sess.get_inputs())}
     outputs = sess.run(None, feeds)
-    data = os.path.join(folder, "test_data_set_0")
-    for k, (n, v) in enumerate(feeds.items()):
-        t = numpy_helper.from_array(v, n)
-        open(os.path.join(data, f"input_{k}.pb"), "wb").write(t.SerializeToString())
-    for k, (o, v) in enumerate(zip(sess.get_outputs(), outputs)):
-        t = numpy_helper.from_array(v, o.name)
-        open(os.path.join(data, f"output_{k}.pb"), "wb").write(t.SerializeToString())
+    write_test_data(folder, list(feeds.items()),
+                    [(o.name, v) for o, v in zip(sess.get_outputs(), outputs)])
     print(f"{name}: {len(model.graph.node)} nodes, outputs {[o.shape for o in outputs]}")
 
 

@@ -11,12 +11,6 @@ pub enum CompileError {
     /// The model decoded but its graph is malformed.
     #[error("{0}")]
     Graph(String),
-    /// The model already carries quantization.
-    #[error("the model is already quantized ({ops}); legalizing pre-quantized models for a target is not supported yet: compile the float model")]
-    AlreadyQuantized {
-        /// The quantized ops found, counted.
-        ops: String,
-    },
     /// The profile asks for something this compiler does not do.
     #[error("profile '{profile}': {what}")]
     Unsupported {

@@ -77,7 +77,7 @@ pub fn compile(
     let original = loaded.model;
     let mut model = Model::from_proto(&original)
         .map_err(|e| CompileError::Graph(format!("{}: {e}", model_path.display())))?;
-    refuse_quantized(&model)?;
+    let arrived_quantized = crate::quantize::quantization_ops(&model).map(|(_, ops)| ops);
     let mut synthetic = SyntheticSpec::default();
     for (input, high) in index_bounds(&model) {
         synthetic.int_high.entry(input).or_insert(high);
@@ -99,10 +99,23 @@ pub fn compile(
         input_shapes: fixed.clone(),
         ..OptimizeOptions::default()
     };
-    let optimized = optimize(&mut model, &opt)
-        .map_err(|e| CompileError::Graph(format!("{}: {e}", model_path.display())))?;
-    let optimize_summary: Vec<PassSummary> = optimized
-        .records
+    let graph_error = |e: kiln_passes::optimize::OptimizeError| {
+        CompileError::Graph(format!("{}: {e}", model_path.display()))
+    };
+    let mut records = optimize(&mut model, &opt).map_err(graph_error)?.records;
+    // A quantized model is legalized after folding (QAT exports compute some scales with
+    // ops that fold to constants), then optimized again when that made float ops.
+    let prepared = match arrived_quantized {
+        Some(_) => {
+            let prepared = targets::prequantized::prepare(&mut model, &profile)?;
+            if prepared.changed > 0 {
+                records.extend(optimize(&mut model, &opt).map_err(graph_error)?.records);
+            }
+            Some(prepared)
+        }
+        None => None,
+    };
+    let optimize_summary: Vec<PassSummary> = records
         .iter()
         .map(|r| PassSummary {
             pass: r.pass.to_string(),
@@ -116,7 +129,10 @@ pub fn compile(
         session: options.session.clone(),
         synthetic: synthetic.clone(),
     };
-    let emitted = targets::run(model, &cx)?;
+    let emitted = match prepared {
+        Some(prepared) => targets::prequantized::compile(model, &cx, prepared)?,
+        None => targets::run(model, &cx)?,
+    };
     let view = emitted.partition_view.as_ref().unwrap_or(&emitted.model);
     let partition = partition::partition(view, &profile, emitted.integer_only);
     if profile.ops.unsupported == crate::profile::UnsupportedPolicy::Error {
@@ -178,7 +194,11 @@ pub fn compile(
         .map(|w| w.to_string())
         .collect::<Vec<_>>();
     if matches!(options.calibration, CalibrationData::Synthetic { .. }) {
-        warnings.push("calibrated on random inputs (--synthetic): a placeholder; calibrate on real data before shipping".into());
+        warnings.push(if emitted.quantize.is_some() {
+            "calibrated on random inputs (--synthetic): a placeholder; calibrate on real data before shipping"
+        } else {
+            "validated on random inputs (--synthetic): validate on real data before shipping"
+        }.into());
     }
     if let Some(q) = &emitted.quantize {
         warnings.extend(q.warnings.iter().cloned());
@@ -194,6 +214,7 @@ pub fn compile(
         fixed_input_shapes: fixed,
         optimize: optimize_summary,
         quantize: emitted.quantize,
+        arrived_quantized,
         legalized: emitted.legalized,
         quantized_io: emitted.quantized_io,
         partition,
@@ -224,14 +245,6 @@ pub fn compile(
     outputs.push(("report.md", report.to_markdown().into_bytes()));
     let files = write_all(out_dir, &outputs)?;
     Ok(Compiled { report, files })
-}
-
-/// Refuses a model with Q/DQ or integer ops.
-fn refuse_quantized(model: &Model) -> Result<(), CompileError> {
-    match crate::quantize::quantization_ops(model) {
-        None => Ok(()),
-        Some((_, ops)) => Err(CompileError::AlreadyQuantized { ops }),
-    }
 }
 
 fn data_error(e: impl std::fmt::Display) -> CompileError {

@@ -257,6 +257,13 @@ fn tensors(g: &Graph, n: NodeIndex) -> Vec<ValueRef> {
     v
 }
 
+/// A constant, or a constant's `DequantizeLinear` (a quantized weight or bias).
+fn is_parameter(g: &Graph, v: ValueRef) -> bool {
+    g.constant(v).is_some()
+        || (g[v.node].op_type() == "DequantizeLinear"
+            && g.input(v.node, 0).is_some_and(|w| g.constant(w).is_some()))
+}
+
 /// `None` when the device runs `n`; else the reason and detail.
 fn check(
     g: &Graph,
@@ -293,7 +300,8 @@ fn check(
             }
         }
     }
-    for &v in &values {
+    // The rank rules are about activations: a Conv filter is 4-D on every target.
+    for &v in values.iter().filter(|&&v| !is_parameter(g, v)) {
         let Some(d) = dims(g, v).and_then(|d| known(&d)) else {
             continue;
         };

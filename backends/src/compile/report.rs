@@ -98,6 +98,8 @@ pub struct CompileReport {
     pub optimize: Vec<PassSummary>,
     /// The quantizer's report, when the target quantizes.
     pub quantize: Option<QuantizeReport>,
+    /// The quantization the model arrived with (op counts), when it was already quantized.
+    pub arrived_quantized: Option<String>,
     /// What legalization changed.
     pub legalized: Vec<String>,
     /// Integer graph inputs/outputs.
@@ -225,6 +227,11 @@ impl CompileReport {
                 q.settings.activations,
                 if q.settings.symmetric_activations { "symmetric" } else { "asymmetric" },
                 q.settings.weights
+            ));
+        }
+        if let Some(ops) = &self.arrived_quantized {
+            o.push_str(&format!(
+                "- arrived quantized ({ops}): its scales are kept and legalized, not re-calibrated\n"
             ));
         }
         for l in &self.legalized {

@@ -53,7 +53,14 @@ pub fn index_bounds(model: &Model) -> BTreeMap<String, u64> {
                 let op = c.op_type();
                 if op == "Gather" && slot == InputSlot::Operand(1) {
                     let axis = c.attr("axis").and_then(|a| a.as_int()).unwrap_or(0);
-                    if let Some(table) = g.constant_input(consumer, 0) {
+                    // A quantized table sits behind its DequantizeLinear.
+                    let table = g.constant_input(consumer, 0).or_else(|| {
+                        let v = g.input(consumer, 0)?;
+                        (g.node(v.node)?.op_type() == "DequantizeLinear")
+                            .then(|| g.constant_input(v.node, 0))
+                            .flatten()
+                    });
+                    if let Some(table) = table {
                         let rank = table.shape().len() as i64;
                         let axis = if axis < 0 { axis + rank } else { axis };
                         if let Some(&n) = usize::try_from(axis)

@@ -7,6 +7,7 @@
 pub mod blockwise;
 pub mod config;
 pub mod dynamic;
+pub mod legalize;
 pub mod qdq;
 pub mod ranges;
 pub mod scheme;

@@ -36,6 +36,18 @@ impl QuantType {
         }
     }
 
+    /// The quantized type of an ONNX element type, if it is one.
+    pub fn from_data_type(dtype: DataType) -> Option<QuantType> {
+        Some(match dtype {
+            DataType::Uint8 => QuantType::Uint8,
+            DataType::Int8 => QuantType::Int8,
+            DataType::Uint16 => QuantType::Uint16,
+            DataType::Int16 => QuantType::Int16,
+            DataType::Int32 => QuantType::Int32,
+            _ => return None,
+        })
+    }
+
     /// The name used on the command line and in files (`uint8`, `int16`, ...).
     pub fn name(self) -> &'static str {
         match self {

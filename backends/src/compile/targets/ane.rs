@@ -38,15 +38,17 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
     let mut legalized = Vec::new();
     if p.quantizes_weights() {
         let n = compress_weights(&mut model, cx)?;
-        legalized.push(format!(
-            "{n} weight(s) compressed to {} {}",
-            p.quantization.weights.dtype.name(),
-            if p.weight_per_channel("Conv") {
-                "per-channel"
-            } else {
-                "per-tensor"
-            }
-        ));
+        legalized.extend((n > 0).then(|| {
+            format!(
+                "{n} weight(s) compressed to {} {}",
+                p.quantization.weights.dtype.name(),
+                if p.weight_per_channel("Conv") {
+                    "per-channel"
+                } else {
+                    "per-tensor"
+                }
+            )
+        }));
     }
     let view = model.clone();
     let pinned: BTreeSet<String> = p.precision.pin_ops.iter().cloned().collect();

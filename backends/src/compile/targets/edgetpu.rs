@@ -20,14 +20,40 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
     config.op_types = quantized::device_ops(cx);
     config.pin_ops.clear();
     let report = quantized::run(&mut model, config, cx)?;
+    let io = integer_io(&mut model, cx)?;
+    Ok(Emitted {
+        model,
+        sim: None,
+        validate_instead: io.validate_instead,
+        partition_view: None,
+        quantize: Some(report),
+        legalized: io.legalized,
+        integer_only: true,
+        quantized_io: io.io,
+    })
+}
+
+/// What making the graph's inputs and outputs integer did.
+pub(super) struct IntegerIo {
+    /// One line, when anything changed.
+    pub legalized: Vec<String>,
+    /// The inputs/outputs made integer.
+    pub io: Vec<QuantizedIo>,
+    /// The model before, which validation runs with float inputs.
+    pub validate_instead: Option<(Model, String)>,
+}
+
+/// Makes the model's inputs and outputs integer where the profile says `io: quantize`, as a
+/// TFLite full-integer converter writes them.
+pub(super) fn integer_io(model: &mut Model, cx: &Context) -> Result<IntegerIo, CompileError> {
     let float_io = model.clone();
     let mut legalized = Vec::new();
     let mut io = Vec::new();
     if cx.profile.io.inputs == IoHandling::Quantize {
-        io.extend(quantize_inputs(&mut model));
+        io.extend(quantize_inputs(model));
     }
     if cx.profile.io.outputs == IoHandling::Quantize {
-        io.extend(quantize_outputs(&mut model));
+        io.extend(quantize_outputs(model));
     }
     if !io.is_empty() {
         legalized.push(format!(
@@ -47,15 +73,10 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
                 .to_string(),
         )
     });
-    Ok(Emitted {
-        model,
-        sim: None,
-        validate_instead,
-        partition_view: None,
-        quantize: Some(report),
+    Ok(IntegerIo {
         legalized,
-        integer_only: true,
-        quantized_io: io,
+        io,
+        validate_instead,
     })
 }
 

@@ -16,9 +16,7 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
     if cx.profile.quantization.qdq_domain == QdqDomain::Microsoft {
         return Err(CompileError::Unsupported {
             profile: cx.profile.name.clone(),
-            what: "quantization.qdq_domain: com.microsoft is not supported yet; use auto (16-bit \
-                   types upgrade the model to opset 21 and standard Q/DQ)"
-                .into(),
+            what: super::prequantized::MICROSOFT_QDQ.into(),
         });
     }
     let mut config = cx.profile.quant_config();

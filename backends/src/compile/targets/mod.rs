@@ -7,6 +7,7 @@ pub mod edgetpu;
 pub mod hexagon;
 pub mod neon;
 mod pinning;
+pub mod prequantized;
 mod quantized;
 
 use kiln_passes::ir::Model;

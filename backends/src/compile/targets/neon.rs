@@ -12,16 +12,21 @@ use super::pinning::{describe, pin_both, Pin};
 use super::{quantized, Emitted};
 use crate::profile::CpuFeature;
 
+/// The 8-bit activation type MLAS runs fast on the profile's CPU: int8 with i8mm, else uint8.
+pub(super) fn activation_type(cx: &Context) -> QuantType {
+    if cx.profile.cpu_features.contains(&CpuFeature::I8mm) {
+        QuantType::Int8
+    } else {
+        QuantType::Uint8
+    }
+}
+
 /// Builds the pipeline, quantizes, emits.
 pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> {
     let mut config = cx.profile.quant_config();
     let mut legalized = Vec::new();
     let i8mm = cx.profile.cpu_features.contains(&CpuFeature::I8mm);
-    let wanted = if i8mm {
-        QuantType::Int8
-    } else {
-        QuantType::Uint8
-    };
+    let wanted = activation_type(cx);
     let a = config.activations.dtype;
     if matches!(a, QuantType::Int8 | QuantType::Uint8) && a != wanted {
         legalized.push(format!(
