@@ -15,7 +15,8 @@ ORT's tool quantizes MatMul weights only; Kiln quantizes Gemm weights too (bert'
 where the model has Gemms that ORT left in float the `Kiln, ORT's weights` column is Kiln with
 those Gemms excluded (`--exclude-nodes`): the like-for-like comparison.
 
-Models: bert_tiny_op17 (MatMul weights), gpt2_tiny (its weights are Gemm B: ORT's tool
+Models: bert_tiny_op17 and llama_tiny (MatMul weights; llama_tiny's prefill sample, logits and
+KV cache compared), gpt2_tiny (its weights are Gemm B: ORT's tool
 quantizes MatMul only, so it leaves this model in float), gpt2_tiny_matmul, the same model
 with every Gemm rewritten as MatMul + Add here, which both tools quantize, and mlp_large, a
 seeded 8 × [2048, 2048] MatMul + Gelu stack (128 MiB of float32 weights, generated here) where
@@ -44,7 +45,7 @@ from measure import run_measured  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out", "weight_only")
-MODELS = ["bert_tiny_op17", "gpt2_tiny", "gpt2_tiny_matmul", "mlp_large"]
+MODELS = ["bert_tiny_op17", "gpt2_tiny", "gpt2_tiny_matmul", "llama_tiny", "mlp_large"]
 LARGE_LAYERS, LARGE_DIM = 8, 2048
 # (bits, block_size, symmetric)
 SETTINGS = [(4, 32, True), (4, 32, False), (4, 128, True), (4, 128, False), (8, 32, True)]

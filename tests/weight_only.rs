@@ -1,11 +1,11 @@
 //! Weight-only block-wise quantization (`kiln quantize --weight-only`) on gpt2_tiny,
 //! bert_tiny_op17 and llama_tiny from `models/`, judged by ONNX Runtime 1.31.1 on CPU: each
 //! model is optimized (as `kiln quantize` does first), its MatMul/Gemm weights quantized to
-//! int4 or int8 in blocks along K, written in
-//! the QDQ form (DequantizeLinear-21 with block_size) or as MatMulNBits, loaded and run on its
-//! `test_data_set_0`. The output SQNR against the float model (over every float output
-//! element) must stay above a floor per model and width; int8 must beat int4 by far and
-//! block 32 beat block 128; and the two forms of one quantization must compute the same thing.
+//! int4 or int8 in blocks along K, written in the QDQ form (DequantizeLinear-21 with
+//! block_size) or as MatMulNBits, loaded and run on its `test_data_set_0`. The output SQNR
+//! against the float model (over every float output element) must stay above a floor per
+//! model and width; int8 must beat int4 by far and block 32 beat block 128; and the two forms
+//! of one quantization must compute the same thing.
 //!
 
 use std::path::{Path, PathBuf};
