@@ -34,9 +34,16 @@ pub(super) fn matrix(t: &Tensor, k_axis: usize, alpha: f32) -> Result<Matrix, St
     if rows == 0 || cols == 0 {
         return Err("weight has no elements".into());
     }
-    let v: Vec<f32> = t.to_vec().map_err(|e| e.to_string())?;
+    // Read once: a mapped weight's pages go back as they are converted, so quantizing a
+    // model weight by weight never holds the whole data file resident.
+    let v: Vec<f32> = t.read_once().map_err(|e| e.to_string())?;
     let scaled = |x: f32| if alpha == 1.0 { x } else { x * alpha };
     Ok(match k_axis {
+        0 if alpha == 1.0 => Matrix {
+            data: v,
+            k: rows,
+            n: cols,
+        },
         0 => Matrix {
             data: v.into_iter().map(scaled).collect(),
             k: rows,
