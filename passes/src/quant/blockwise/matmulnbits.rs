@@ -12,7 +12,9 @@
 //! - attributes `K`, `N`, `bits`, `block_size`; `accuracy_level` is left unset (0: float
 //!   compute).
 
-use crate::tensor::{pack_nibbles, Tensor, TensorError};
+use bytes::Bytes;
+
+use crate::tensor::{pack_nibbles, DataType, Tensor, TensorError};
 
 use super::rtn::{Bits, BlockQuantized};
 
@@ -52,7 +54,8 @@ pub(super) fn encode(q: &BlockQuantized) -> Result<NBitsTensors, TensorError> {
         Some(Tensor::from_vec(vec![len], z)?)
     };
     Ok(NBitsTensors {
-        b: Tensor::from_vec(vec![n, nb, blob], b)?,
+        // The packed bytes become the tensor as they are (no copy: B is most of the model).
+        b: Tensor::from_raw(DataType::Uint8, vec![n, nb, blob], Bytes::from(b))?,
         scales: Tensor::from_vec(vec![n * nb], scales)?,
         zero_points,
     })
@@ -73,37 +76,36 @@ fn transpose_packed(q: &BlockQuantized, four: bool) -> Vec<u8> {
     let mut out = vec![0u8; n * row_bytes];
     // The zero point of the last block, which padding rows take.
     let last_zp = |c: usize| q.zero_points[(nb - 1) * n + c];
-    let code = |r: usize, c: usize| {
-        if r < k {
-            q.codes[r * n + c]
-        } else {
-            last_zp(c)
-        }
-    };
     // Rows up to K rounded up to even, so 4-bit pairs are whole; block sizes are even, so a
     // pair never straddles two blocks, and its padded second row is the last block's.
     let k_even = k.next_multiple_of(2).min(padded);
-    for r0 in (0..k_even).step_by(TILE) {
-        let r1 = (r0 + TILE).min(k_even);
+    let rows = if four { k_even } else { k };
+    let codes = &q.codes;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        // Only the very last pair can read past K (odd K): the fast loop stops before it.
+        let full = if r1 > k { r1 - 2 } else { r1 };
         for c0 in (0..n).step_by(TILE) {
             let c1 = (c0 + TILE).min(n);
-            if four {
-                for r in (r0..r1).step_by(2) {
-                    for c in c0..c1 {
-                        out[c * row_bytes + r / 2] = code(r, c) | (code(r + 1, c) << 4);
+            for c in c0..c1 {
+                let row = &mut out[c * row_bytes..(c + 1) * row_bytes];
+                if four {
+                    for r in (r0..full).step_by(2) {
+                        row[r / 2] = codes[r * n + c] | (codes[(r + 1) * n + c] << 4);
                     }
-                }
-            } else {
-                for r in r0..r1 {
-                    for c in c0..c1 {
-                        out[c * row_bytes + r] = code(r, c);
+                    if full < r1 {
+                        row[full / 2] = codes[full * n + c] | (last_zp(c) << 4);
+                    }
+                } else {
+                    for r in r0..r1 {
+                        row[r] = codes[r * n + c];
                     }
                 }
             }
         }
     }
     // The padding rows after those.
-    let done = if four { k_even / 2 } else { k_even };
+    let done = if four { k_even / 2 } else { k };
     for c in 0..n {
         let zp = last_zp(c);
         let fill = if four { zp | (zp << 4) } else { zp };
