@@ -290,6 +290,10 @@ fn encode_weight(
     let q = quantizer.quantize(name, &m.data, m.k, m.n, params)?;
     // The float copy goes before the integers are written: one weight's worth less at peak.
     drop(m);
+    // Read in place from a mapped file, the weight's pages are resident now; give them back.
+    if let Some(raw) = t.raw() {
+        kiln_proto::release_pages(raw);
+    }
     let (values, scale, zero_point, dtype) = if key.nbits {
         let e = matmulnbits::encode(&q).map_err(|e| e.to_string())?;
         (e.b, e.scales, e.zero_points, DataType::Uint8)
