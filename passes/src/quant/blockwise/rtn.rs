@@ -171,20 +171,33 @@ impl BlockQuantizer for Rtn {
     }
 }
 
-/// `y.round() as i32` (half away from zero, saturating, NaN to 0) without the libm call
-/// `round` compiles to on baseline x86-64, so the loop over a weight vectorizes: truncate,
-/// then step away from zero when the dropped fraction is at least one half. The fraction is
-/// exact (`y` and its truncation are within a factor of two, or the truncation is 0).
-#[inline]
-pub fn round_half_away(y: f32) -> i32 {
-    let t = y as i32;
-    let frac = y - t as f32;
-    if frac >= 0.5 {
-        t.saturating_add(1)
-    } else if frac <= -0.5 {
-        t.saturating_sub(1)
-    } else {
-        t
+/// Codes of one row: `clamp(round(x × recip) + zp, qmin, qmax) - qmin` per column, with
+/// `round` half away from zero (C's `roundf`) and NaN landing on the zero point: exactly
+/// `((x * recip).round() as i32).saturating_add(zp).clamp(qmin, qmax)`.
+///
+/// Written so the loop vectorizes (twice as fast as `round()`, a libm call on baseline
+/// x86-64, per element): bound, truncate, then step away from zero when the dropped fraction
+/// is at least one half. The fraction is exact (`y` and its truncation are within a factor
+/// of two, or the truncation is 0).
+fn quantize_row(row: &[f32], recip: &[f32], zps: &[i32], (qmin, qmax): (i32, i32), out: &mut [u8]) {
+    /// Past this, every zero point and integer range clamps the same way.
+    const BOUND: f32 = 1e9;
+    let columns = row.iter().zip(recip).zip(zps).zip(out.iter_mut());
+    for (((&x, &r), &zp), code) in columns {
+        let y = (x * r).clamp(-BOUND, BOUND);
+        let y = if y.is_nan() { 0.0 } else { y };
+        // SAFETY: `y` is not NaN and lies in [-1e9, 1e9], inside i32's range.
+        let t = unsafe { y.to_int_unchecked::<i32>() };
+        let frac = y - t as f32;
+        let q = t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5) + zp;
+        let q = if q < qmin {
+            qmin
+        } else if q > qmax {
+            qmax
+        } else {
+            q
+        };
+        *code = (q - qmin) as u8;
     }
 }
 
@@ -215,11 +228,14 @@ pub fn quantize_rtn(
         lo.fill(f32::MAX);
         hi.fill(f32::MIN);
         for r in rows.clone() {
-            for (c, &v) in w[r * n..(r + 1) * n].iter().enumerate() {
-                if v.is_finite() {
-                    lo[c] = lo[c].min(v);
-                    hi[c] = hi[c].max(v);
-                }
+            let row = &w[r * n..(r + 1) * n];
+            // Plain selects rather than a branch on is_finite, so the loop vectorizes (5x
+            // faster): a non-finite value becomes one that cannot move the range.
+            for ((&v, l), h) in row.iter().zip(lo.iter_mut()).zip(hi.iter_mut()) {
+                let finite = v.abs() < f32::INFINITY;
+                let (vl, vh) = if finite { (v, v) } else { (f32::MAX, f32::MIN) };
+                *l = if vl < *l { vl } else { *l };
+                *h = if vh > *h { vh } else { *h };
             }
         }
         for c in 0..n {
@@ -231,13 +247,13 @@ pub fn quantize_rtn(
         }
         for r in rows {
             let row = &w[r * n..(r + 1) * n];
-            let out = &mut codes[r * n..(r + 1) * n];
-            for (c, (&x, code)) in row.iter().zip(out.iter_mut()).enumerate() {
-                let q = round_half_away(x * recip[c])
-                    .saturating_add(zps[c])
-                    .clamp(qmin, qmax);
-                *code = (q - qmin) as u8;
-            }
+            quantize_row(
+                row,
+                &recip,
+                &zps,
+                (qmin, qmax),
+                &mut codes[r * n..(r + 1) * n],
+            );
         }
     }
     Ok(BlockQuantized {
@@ -280,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn round_half_away_is_round_as_i32() {
+    fn quantize_row_is_round_add_and_clamp() {
         let mut values = vec![
             0.0f32,
             -0.0,
@@ -294,6 +310,10 @@ mod tests {
             8388607.5,
             8388608.0,
             -8388609.0,
+            999999999.0,
+            1e9,
+            1.0000001e9,
+            -1e9,
             2147483520.0,
             2147483648.0,
             -2147483904.0,
@@ -305,13 +325,34 @@ mod tests {
             f32::MIN_POSITIVE,
             1e-45,
         ];
-        // A sweep of quarter steps and of the floats around every half up to 40.
-        for i in -400..400 {
+        // Quarter steps and the floats around each, through every integer range used.
+        for i in -1200..1200 {
             let x = i as f32 * 0.25;
             values.extend([x, x.next_up(), x.next_down()]);
         }
-        for x in values {
-            assert_eq!(round_half_away(x), x.round() as i32, "{x:e}");
+        for (recip, zp, range) in [
+            (1.0f32, 0, (-8, 7)),
+            (-1.0, 0, (-8, 7)),
+            (1.0, 5, (0, 15)),
+            (0.5, 128, (0, 255)),
+            (1.0, 0, (-128, 127)),
+            (0.0, 3, (0, 15)),
+            (1e30, 0, (-8, 7)),
+        ] {
+            let r = vec![recip; values.len()];
+            let z = vec![zp; values.len()];
+            let mut out = vec![0u8; values.len()];
+            quantize_row(&values, &r, &z, range, &mut out);
+            for (&x, &code) in values.iter().zip(&out) {
+                let expected = ((x * recip).round() as i32)
+                    .saturating_add(zp)
+                    .clamp(range.0, range.1);
+                assert_eq!(
+                    code as i32 + range.0,
+                    expected,
+                    "x {x:e} recip {recip} zp {zp}"
+                );
+            }
         }
     }
 
