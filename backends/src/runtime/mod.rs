@@ -18,6 +18,7 @@ mod env;
 mod error;
 mod ffi;
 mod locate;
+mod memory_files;
 mod session;
 mod timing;
 

@@ -14,6 +14,7 @@ use ort::AsPointer;
 
 use super::convert::{data_type_from_ort, from_ort, to_ort};
 use super::ffi::{self, OwnedValue};
+use super::memory_files;
 use super::{environment, RuntimeError};
 use crate::value::{NamedValues, Value};
 
@@ -188,6 +189,9 @@ impl IoKind {
 /// A model loaded into ONNX Runtime.
 pub struct Session {
     inner: ort::session::Session,
+    // Weights ONNX Runtime reads from memory (models past 2 GiB); declared after `inner` so
+    // they outlive it.
+    _memory_files: Vec<(String, bytes::Bytes)>,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
     // Initializers that are also graph inputs: may be fed, need not be.
@@ -218,7 +222,7 @@ impl Session {
             });
         }
         let origin = path.display().to_string();
-        Session::commit(&origin, options, |b| b.commit_from_file(path))
+        Session::commit(&origin, options, Vec::new(), |b| b.commit_from_file(path))
     }
 
     /// Loads a serialized model with default options; its weights must be embedded.
@@ -232,7 +236,9 @@ impl Session {
         bytes: &[u8],
         options: &SessionOptions,
     ) -> Result<Session, RuntimeError> {
-        Session::commit("<memory>", options, |b| b.commit_from_memory(bytes))
+        Session::commit("<memory>", options, Vec::new(), |b| {
+            b.commit_from_memory(bytes)
+        })
     }
 
     /// Loads Kiln's graph of a model (weights travel in memory; nothing is written).
@@ -255,9 +261,21 @@ impl Session {
 
     /// Encodes and loads a model. Tensors whose data is still external are refused (save the
     /// model and use [`Session::from_path`]); [`kiln_proto::load_model`] resolves them to bytes.
+    ///
+    /// A model past protobuf's 2 GiB limit is loaded too: its big initializers are handed to
+    /// ONNX Runtime as external data living in memory (mapped or not), nothing is written.
     pub fn from_model_with(
         model: &ModelProto,
         options: &SessionOptions,
+    ) -> Result<Session, RuntimeError> {
+        Session::from_model_routed(model, options, kiln_proto::PROTOBUF_LIMIT)
+    }
+
+    /// [`Session::from_model_with`], taking the memory route past `limit` bytes.
+    pub(crate) fn from_model_routed(
+        model: &ModelProto,
+        options: &SessionOptions,
+        limit: u64,
     ) -> Result<Session, RuntimeError> {
         if let Some(example) = first_external(model) {
             return Err(RuntimeError::ExternalData {
@@ -265,16 +283,26 @@ impl Session {
                 example,
             });
         }
-        let bytes = kiln_proto::encode_model(model).map_err(|e| RuntimeError::Model {
+        let model_err = |message: String| RuntimeError::Model {
             model: "<memory>".into(),
-            message: format!("{e}; save it and use Session::from_path"),
-        })?;
+            message,
+        };
+        if memory_files::needs_split(prost::Message::encoded_len(model) as u64, limit) {
+            let split = memory_files::split(model).map_err(model_err)?;
+            let bytes = split.model;
+            return Session::commit("<memory>", options, split.files, |b| {
+                b.commit_from_memory(&bytes)
+            });
+        }
+        let bytes = kiln_proto::encode_model(model)
+            .map_err(|e| model_err(format!("{e}; save it and use Session::from_path")))?;
         Session::from_bytes_with(&bytes, options)
     }
 
     fn commit(
         origin: &str,
         options: &SessionOptions,
+        memory_files: Vec<(String, bytes::Bytes)>,
         load: impl FnOnce(&mut SessionBuilder) -> ort::Result<ort::session::Session>,
     ) -> Result<Session, RuntimeError> {
         let env = environment()?;
@@ -301,6 +329,7 @@ impl Session {
                 .with_optimization_level(level)
                 .map_err(|e| model_err(e.to_string()))?;
         }
+        memory_files::register(&mut builder, &memory_files).map_err(model_err)?;
         // `ort` describes inputs and outputs while committing and panics on type shapes it
         // does not expect (a sequence of optionals, say); a bad model must not take Kiln down.
         let inner = catch_unwind(AssertUnwindSafe(|| load(&mut builder)))
@@ -327,10 +356,17 @@ impl Session {
             .collect();
         Ok(Session {
             inner,
+            _memory_files: memory_files,
             inputs,
             outputs,
             overridable,
         })
+    }
+
+    /// The weights handed to ONNX Runtime from memory (the memory route's files).
+    #[cfg(test)]
+    pub(crate) fn memory_files(&self) -> &[(String, bytes::Bytes)] {
+        &self._memory_files
     }
 
     /// The model's inputs (initializers that are also inputs are not listed).

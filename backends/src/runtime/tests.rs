@@ -649,3 +649,75 @@ fn runs_from_kiln_graph() {
         vec![1.5, 2.5, 3.5]
     );
 }
+
+/// x[1, 256] → MatMul(W[256, 256]) → Add(b[256]) → y, deterministic weights.
+fn matmul_model() -> ModelProto {
+    let k = 256;
+    let mut m = model(
+        17,
+        vec![
+            node("MatMul", &["x", "W"], &["h"], vec![]),
+            node("Add", &["h", "b"], &["y"], vec![]),
+        ],
+        vec![vi("x", tensor_type(DataType::Float, &["1", "256"]))],
+        vec![vi("y", tensor_type(DataType::Float, &["1", "256"]))],
+    );
+    let floats = |n: usize, seed: usize| -> Bytes {
+        (0..n)
+            .flat_map(|i| ((((i * 31 + seed) % 97) as f32 - 48.0) / 97.0).to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    let g = m.graph.as_mut().unwrap();
+    for (name, dims, seed) in [("W", vec![k, k], 1), ("b", vec![k], 2)] {
+        g.initializer.push(TensorProto {
+            name: name.into(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: DataType::Float.onnx(),
+            raw_data: floats(dims.iter().product(), seed),
+            ..TensorProto::default()
+        });
+    }
+    m
+}
+
+#[test]
+fn past_the_limit_weights_go_to_ort_from_memory() {
+    // Saved with external data and loaded back, so the weights are slices of a mapped file;
+    // a limit of 0 sends this small model down the route a > 2 GiB one takes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    let opts = kiln_proto::SaveOptions {
+        external: kiln_proto::ExternalData::external(),
+    };
+    kiln_proto::save_model(&matmul_model(), &path, &opts).unwrap();
+    let loaded = kiln_proto::load_model(&path).unwrap();
+    let x: Vec<f32> = (0..256).map(|i| (i as f32 - 128.0) / 64.0).collect();
+    let inputs = named(vec![("x", f32s(vec![1, 256], &x))]);
+
+    let options = SessionOptions::as_written();
+    let mut routed = Session::from_model_routed(&loaded.model, &options, 0).unwrap();
+    assert_eq!(
+        routed.memory_files().len(),
+        2,
+        "both weights travel beside the protobuf"
+    );
+    let (_, w) = &routed.memory_files()[0];
+    assert!(
+        loaded.sources().locate(w).is_some(),
+        "the mapped bytes themselves are handed over"
+    );
+    let mut from_file = Session::from_path_with(&path, &options).unwrap();
+    let mut encoded = Session::from_model_with(&loaded.model, &options).unwrap();
+    assert!(
+        encoded.memory_files().is_empty(),
+        "a small model is encoded whole"
+    );
+    let want = from_file.run(&inputs).unwrap();
+    assert_eq!(routed.run(&inputs).unwrap(), want);
+    assert_eq!(encoded.run(&inputs).unwrap(), want);
+    assert_eq!(routed.inputs(), from_file.inputs());
+    // Results do not depend on Kiln's copy of the model staying around.
+    drop(loaded);
+    assert_eq!(routed.run(&inputs).unwrap(), want);
+}
