@@ -53,17 +53,26 @@ impl Sqnr {
 }
 
 /// Runs both models on each sample and measures the candidate's output SQNR.
+///
+/// One session at a time (the reference's outputs are kept, then the candidate runs): for a
+/// large model two live sessions would double the peak memory.
 pub fn output_sqnr(
     reference: &ModelProto,
     candidate: &ModelProto,
     samples: &[NamedValues],
     options: &SessionOptions,
 ) -> Result<Sqnr, QuantizeError> {
-    let mut r = Session::from_model_with(reference, options)?;
+    let expected = {
+        let mut r = Session::from_model_with(reference, options)?;
+        samples
+            .iter()
+            .map(|s| r.run(s))
+            .collect::<Result<Vec<_>, _>>()?
+    };
     let mut c = Session::from_model_with(candidate, options)?;
     let mut acc = Sqnr::default();
-    for s in samples {
-        acc.add(&r.run(s)?, &c.run(s)?);
+    for (s, want) in samples.iter().zip(&expected) {
+        acc.add(want, &c.run(s)?);
     }
     Ok(acc)
 }

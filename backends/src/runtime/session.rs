@@ -344,6 +344,12 @@ impl Session {
                 })
                 .collect()
         };
+        // ONNX Runtime copies the initializers it was given from memory while it creates the
+        // session (TinyLlama: process RSS grows by their size), so mapped ones have been read
+        // once and can go; should it read them again they fault back in from the file.
+        for (_, bytes) in &memory_files {
+            kiln_proto::release_pages(bytes);
+        }
         let inputs = describe(inner.inputs());
         let outputs = describe(inner.outputs());
         let overridable = inner
