@@ -13,6 +13,7 @@ use bytes::buf::UninitSlice;
 use bytes::{Buf, BufMut};
 use tempfile::NamedTempFile;
 
+use crate::digest::Hashing;
 use crate::error::ProtoError;
 
 /// The folder a path lives in (`.` for a bare file name).
@@ -172,7 +173,7 @@ fn sync_folder(folder: &Path) {
 /// A `BufMut` that streams into a file, so prost can encode a model of any size without an
 /// in-memory copy of it. Writes large slices (tensor payloads) straight through.
 pub(crate) struct StreamBuf<'a> {
-    file: &'a mut File,
+    file: Hashing<&'a mut File>,
     buf: Vec<u8>,
     written: u64,
     /// The first write error; `BufMut` cannot return errors, so later writes are dropped and
@@ -183,9 +184,10 @@ pub(crate) struct StreamBuf<'a> {
 const STREAM_BUF: usize = 1 << 20;
 
 impl<'a> StreamBuf<'a> {
-    pub(crate) fn new(file: &'a mut File) -> Self {
+    /// A stream that also computes the SHA-256 of what it writes, when `hash` is set.
+    pub(crate) fn with_digest(file: &'a mut File, hash: bool) -> Self {
         Self {
-            file,
+            file: Hashing::new(file, hash),
             buf: Vec::with_capacity(STREAM_BUF),
             written: 0,
             error: None,
@@ -201,12 +203,13 @@ impl<'a> StreamBuf<'a> {
         self.buf.clear();
     }
 
-    /// Writes what is buffered; returns the bytes written in total or the first error.
-    pub(crate) fn finish(mut self) -> io::Result<u64> {
+    /// Writes what is buffered; returns the bytes written in total, with their SHA-256 (hex)
+    /// when the stream computes one, or the first error.
+    pub(crate) fn finish_with_digest(mut self) -> io::Result<(u64, Option<String>)> {
         self.flush_buf();
         match self.error.take() {
             Some(e) => Err(e),
-            None => Ok(self.written),
+            None => Ok((self.written, self.file.finish())),
         }
     }
 }
@@ -246,6 +249,8 @@ unsafe impl BufMut for StreamBuf<'_> {
                     self.error = Some(e);
                 }
             }
+            // A weight embedded from a mapped model file: written, its pages can go.
+            crate::pages::release_pages(src);
             self.written += src.len() as u64;
             return;
         }
@@ -362,14 +367,17 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let mut pending = PendingFile::create(&dir.path().join("m.onnx")).unwrap();
-        let mut stream = StreamBuf::new(pending.file());
+        let mut stream = StreamBuf::with_digest(pending.file(), true);
         model.encode(&mut stream).unwrap();
-        let written = stream.finish().unwrap();
+        let (written, digest) = stream.finish_with_digest().unwrap();
         pending.sync().unwrap();
         pending.commit().unwrap();
         let on_disk = std::fs::read(dir.path().join("m.onnx")).unwrap();
         assert_eq!(written, on_disk.len() as u64);
         assert!(on_disk == model.encode_to_vec());
+        use sha2::Digest;
+        let want = crate::digest::hex(&sha2::Sha256::digest(&on_disk));
+        assert_eq!(digest, Some(want), "the digest is of the bytes on disk");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::digest::Hashing;
 use crate::error::{ExternalDataError, ProtoError};
 use crate::onnx::tensor_proto::{DataLocation, DataType};
 use crate::onnx::{ModelProto, TensorProto};
@@ -404,18 +405,28 @@ pub(crate) fn resolve_external_data(
 }
 
 /// Writes `data` to `dst`: by a kernel copy from its source file when `sources` knows it and
-/// it is big enough for the syscalls to pay off, else from memory.
+/// it is big enough for the syscalls to pay off, else from memory. When `dst` hashes, every
+/// byte goes through it: mapped data is then read, chunk by chunk, its pages released after.
 pub(crate) fn write_payload(
     data: &Bytes,
     sources: Option<&MappedFiles>,
-    dst: &mut io::BufWriter<File>,
+    dst: &mut io::BufWriter<Hashing<File>>,
 ) -> io::Result<()> {
     /// Below this, copying from memory is cheaper than seek + copy_file_range.
     const KERNEL_COPY_MIN: usize = 64 * 1024;
+    /// Bytes written (and hashed) between page releases.
+    const CHUNK: usize = 4 << 20;
+    if dst.get_ref().is_hashing() {
+        for chunk in data.chunks(CHUNK) {
+            dst.write_all(chunk)?;
+            crate::pages::release_pages(chunk);
+        }
+        return Ok(());
+    }
     if data.len() >= KERNEL_COPY_MIN {
         if let Some((mapped, offset)) = sources.and_then(|s| s.find(data)) {
             dst.flush()?;
-            return mapped.copy_range(offset, data.len() as u64, dst.get_mut());
+            return mapped.copy_range(offset, data.len() as u64, dst.get_mut().get_mut());
         }
     }
     dst.write_all(data)

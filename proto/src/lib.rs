@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod atomic;
+mod digest;
 mod error;
 mod external;
 pub mod limits;
@@ -37,8 +38,8 @@ pub use limits::Limits;
 pub use load::{decode_model, load_model, LoadedModel};
 pub use pages::release_pages;
 pub use save::{
-    encode_model, save_loaded, save_model, save_model_with_sources, ExternalData, SaveOptions,
-    SaveSummary, DEFAULT_SIZE_THRESHOLD, PROTOBUF_LIMIT,
+    encode_model, prepare_save, save_loaded, save_model, save_model_with_sources, ExternalData,
+    PendingSave, SaveOptions, SaveSummary, DEFAULT_SIZE_THRESHOLD, PROTOBUF_LIMIT,
 };
 pub use walk::{
     for_each_tensor, for_each_tensor_mut, try_for_each_tensor, try_for_each_tensor_mut, TensorSite,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::atomic::{folder_of, BackgroundSync, PendingFile, StreamBuf};
+use crate::digest::Hashing;
 use crate::error::{ExternalDataError, ProtoError};
 use crate::external::{check_location, location_of, write_payload, MappedFiles};
 use crate::load::LoadedModel;
@@ -78,6 +79,44 @@ pub struct SaveSummary {
     pub switched_to_external: bool,
     /// Things the caller should tell the user.
     pub warnings: Vec<String>,
+    /// SHA-256 (hex) of the model file, computed while writing (only by [`prepare_save`]).
+    pub model_sha256: Option<String>,
+    /// SHA-256 (hex) of the data file, computed while writing (only by [`prepare_save`]).
+    pub data_sha256: Option<String>,
+}
+
+/// A save written and flushed to temporary files beside its destinations, not yet renamed
+/// into place: [`PendingSave::commit`] renames (data file first), dropping it deletes them.
+/// Lets a caller writing several files rename them all only once every one is written.
+pub struct PendingSave {
+    data: Option<PendingFile>,
+    model: PendingFile,
+    summary: SaveSummary,
+}
+
+impl std::fmt::Debug for PendingSave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSave")
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingSave {
+    /// What will be in place after `commit` (sizes and digests are final).
+    pub fn summary(&self) -> &SaveSummary {
+        &self.summary
+    }
+
+    /// Renames the files into place: the data file first, so a model file never points at
+    /// data that is not there yet.
+    pub fn commit(self) -> Result<SaveSummary, ProtoError> {
+        if let Some(data) = self.data {
+            data.commit()?;
+        }
+        self.model.commit()?;
+        Ok(self.summary)
+    }
 }
 
 /// Encodes `model` in memory; fails past the 2 GiB protobuf limit.
@@ -128,6 +167,19 @@ pub fn save_model_with_sources(
     save_impl(model, path, opts, Some(sources), PROTOBUF_LIMIT)
 }
 
+/// Writes `model` as `save_model_with_sources` would (`sources` may be `None`), computing the
+/// SHA-256 of every file while writing it, and stops before renaming into place: the caller
+/// commits the returned [`PendingSave`]. Weights still mapped from a loaded file are read
+/// (to be hashed) rather than copied in the kernel, their pages released as they go.
+pub fn prepare_save(
+    model: &ModelProto,
+    path: &Path,
+    opts: &SaveOptions,
+    sources: Option<&MappedFiles>,
+) -> Result<PendingSave, ProtoError> {
+    prepare_impl(model, path, opts, sources, PROTOBUF_LIMIT, true)
+}
+
 /// One tensor payload to append to the data file.
 struct Job {
     offset: u64,
@@ -141,6 +193,18 @@ pub(crate) fn save_impl(
     sources: Option<&MappedFiles>,
     limit: u64,
 ) -> Result<SaveSummary, ProtoError> {
+    prepare_impl(model, path, opts, sources, limit, false)?.commit()
+}
+
+/// Writes the temporary files of a save; `hash` computes their SHA-256 on the way.
+fn prepare_impl(
+    model: &ModelProto,
+    path: &Path,
+    opts: &SaveOptions,
+    sources: Option<&MappedFiles>,
+    limit: u64,
+    hash: bool,
+) -> Result<PendingSave, ProtoError> {
     // A reference to external data we did not resolve would point relative to the wrong
     // folder after saving, or to nothing: refuse before writing anything.
     try_for_each_tensor(model, |tensor, site| {
@@ -167,15 +231,23 @@ pub(crate) fn save_impl(
         ExternalData::Embed => {
             let size = model.encoded_len() as u64;
             if size <= limit {
-                let model_bytes = write_model(model, path)?;
-                return Ok(SaveSummary {
-                    model_path: path.to_path_buf(),
-                    model_bytes,
-                    data_path: None,
-                    data_bytes: 0,
-                    external_tensors: 0,
-                    switched_to_external: false,
-                    warnings,
+                let mut pending = PendingFile::create(path)?;
+                let (model_bytes, model_sha256) = encode_into(model, &mut pending, hash)?;
+                pending.sync()?;
+                return Ok(PendingSave {
+                    data: None,
+                    model: pending,
+                    summary: SaveSummary {
+                        model_path: path.to_path_buf(),
+                        model_bytes,
+                        data_path: None,
+                        data_bytes: 0,
+                        external_tensors: 0,
+                        switched_to_external: false,
+                        warnings,
+                        model_sha256,
+                        data_sha256: None,
+                    },
                 });
             }
             switched = true;
@@ -225,27 +297,29 @@ pub(crate) fn save_impl(
         });
     }
 
-    let pending_data = if jobs.is_empty() {
-        None
+    let (pending_data, data_sha256) = if jobs.is_empty() {
+        (None, None)
     } else {
-        Some(write_data(&data_path, &jobs, data_len, sources)?)
+        let (pending, digest) = write_data(&data_path, &jobs, data_len, sources, hash)?;
+        (Some(pending), digest)
     };
     let mut pending_model = PendingFile::create(path)?;
-    let model_bytes = encode_into(&out, &mut pending_model)?;
+    let (model_bytes, model_sha256) = encode_into(&out, &mut pending_model, hash)?;
     pending_model.sync()?;
-    // Data first: a model file never points at data that is not there yet.
-    if let Some(data) = pending_data {
-        data.commit()?;
-    }
-    pending_model.commit()?;
-    Ok(SaveSummary {
-        model_path: path.to_path_buf(),
-        model_bytes,
-        data_path: (!jobs.is_empty()).then_some(data_path),
-        data_bytes: data_len,
-        external_tensors: tensors,
-        switched_to_external: switched,
-        warnings,
+    Ok(PendingSave {
+        data: pending_data,
+        model: pending_model,
+        summary: SaveSummary {
+            model_path: path.to_path_buf(),
+            model_bytes,
+            data_path: (!jobs.is_empty()).then_some(data_path),
+            data_bytes: data_len,
+            external_tensors: tensors,
+            switched_to_external: switched,
+            warnings,
+            model_sha256,
+            data_sha256,
+        },
     })
 }
 
@@ -396,13 +470,15 @@ fn clear_typed(t: &mut TensorProto) {
     t.uint64_data = Vec::new();
 }
 
-/// Writes the payloads into a temporary data file, synced but not yet renamed.
+/// Writes the payloads into a temporary data file, synced but not yet renamed; with `hash`,
+/// also returns its SHA-256.
 fn write_data(
     data_path: &Path,
     jobs: &[Job],
     data_len: u64,
     sources: Option<&MappedFiles>,
-) -> Result<PendingFile, ProtoError> {
+    hash: bool,
+) -> Result<(PendingFile, Option<String>), ProtoError> {
     let mut pending = PendingFile::create(data_path)?;
     let io_err = |source| ProtoError::Io {
         path: data_path.to_path_buf(),
@@ -411,7 +487,7 @@ fn write_data(
     };
     let file = pending.file().try_clone().map_err(io_err)?;
     let mut syncer = BackgroundSync::start(file.try_clone().map_err(io_err)?);
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = BufWriter::with_capacity(1 << 20, Hashing::new(file, hash));
     let mut pos: u64 = 0;
     for job in jobs {
         // Padding up to the aligned offset (< PAGE_ALIGN); offsets were computed in this order.
@@ -424,37 +500,38 @@ fn write_data(
     }
     out.flush().map_err(io_err)?;
     debug_assert_eq!(pos, data_len);
-    drop(out);
+    let digest = out
+        .into_inner()
+        .map_err(|e| io_err(e.into_error()))?
+        .finish();
     syncer.finish().map_err(|source| ProtoError::Io {
         path: data_path.to_path_buf(),
         action: "cannot flush to disk",
         source,
     })?;
     pending.sync()?;
-    Ok(pending)
+    Ok((pending, digest))
 }
 
-/// Streams the encoded model into the pending file; returns its size.
-fn encode_into(model: &ModelProto, pending: &mut PendingFile) -> Result<u64, ProtoError> {
+/// Streams the encoded model into the pending file; returns its size, and with `hash` its
+/// SHA-256.
+fn encode_into(
+    model: &ModelProto,
+    pending: &mut PendingFile,
+    hash: bool,
+) -> Result<(u64, Option<String>), ProtoError> {
     let dest = pending.dest.clone();
-    let mut stream = StreamBuf::new(pending.file());
+    let mut stream = StreamBuf::with_digest(pending.file(), hash);
     // Cannot fail: StreamBuf reports unbounded room; write errors come out of `finish`.
     model.encode(&mut stream).map_err(|e| ProtoError::Save {
         path: dest.clone(),
         reason: format!("protobuf encoding failed: {e}"),
     })?;
-    stream.finish().map_err(|source| ProtoError::Io {
-        path: dest,
-        action: "cannot write",
-        source,
-    })
-}
-
-/// Writes `model` (all data inside) atomically; returns its size.
-fn write_model(model: &ModelProto, path: &Path) -> Result<u64, ProtoError> {
-    let mut pending = PendingFile::create(path)?;
-    let size = encode_into(model, &mut pending)?;
-    pending.sync()?;
-    pending.commit()?;
-    Ok(size)
+    stream
+        .finish_with_digest()
+        .map_err(|source| ProtoError::Io {
+            path: dest,
+            action: "cannot write",
+            source,
+        })
 }

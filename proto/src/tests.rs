@@ -804,3 +804,62 @@ fn saved_files_get_normal_permissions() {
     assert_eq!(mode(&dst), mode(&plain));
     assert_eq!(mode(&dir.path().join("m.onnx.data")), mode(&plain));
 }
+
+// ---------------------------------------------------------------- digests while writing
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    crate::digest::hex(&sha2::Sha256::digest(fs::read(path).unwrap()))
+}
+
+#[test]
+fn prepared_saves_hash_while_writing_and_rename_only_on_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    // A loaded model, so the big weight is a slice of a mapped file (a kernel copy when not
+    // hashing): its bytes must still reach the digest.
+    let src = dir.path().join("src.onnx");
+    save_model(&sample_model(), &src, &external(None, 1024)).unwrap();
+    let loaded = load_model(&src).unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    for (name, opts) in [
+        ("x.onnx", external(None, 1024)),
+        ("e.onnx", SaveOptions::default()),
+    ] {
+        let path = out.join(name);
+        let pending = prepare_save(&loaded.model, &path, &opts, Some(loaded.sources())).unwrap();
+        assert!(!path.exists(), "nothing is in place before commit");
+        let s = pending.commit().unwrap();
+        assert_eq!(s.model_sha256, Some(sha256_file(&path)));
+        assert_eq!(s.model_bytes, fs::metadata(&path).unwrap().len());
+        match &s.data_path {
+            Some(data) => {
+                assert_eq!(s.data_sha256, Some(sha256_file(data)));
+                assert_eq!(s.data_bytes, fs::metadata(data).unwrap().len());
+            }
+            None => assert_eq!(s.data_sha256, None),
+        }
+        // What was written is the model.
+        assert_eq!(
+            payloads(&load_model(&path).unwrap().model),
+            payloads(&loaded.model)
+        );
+        assert!(temp_files(&out).is_empty());
+    }
+    // Dropped without commit: nothing left, not even temporaries.
+    let other = out.join("n.onnx");
+    drop(
+        prepare_save(
+            &loaded.model,
+            &other,
+            &external(None, 1024),
+            Some(loaded.sources()),
+        )
+        .unwrap(),
+    );
+    assert!(!other.exists() && !out.join("n.onnx.data").exists());
+    assert!(temp_files(&out).is_empty());
+    // Plain saves compute no digest.
+    let plain = save_model(&loaded.model, &out.join("p.onnx"), &external(None, 1024)).unwrap();
+    assert_eq!((plain.model_sha256, plain.data_sha256), (None, None));
+}
