@@ -298,3 +298,40 @@ fn compiling_twice_gives_identical_bytes() {
         );
     }
 }
+
+#[test]
+fn the_manifest_lists_every_model_file_with_the_digest_of_its_bytes() {
+    // neon writes one model, ane a simulated twin too; the digests were computed while the
+    // files were written, and must be those of the files on disk.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = repo_root().join("models/tiny_cnn/model.onnx");
+    for (profile, files) in [
+        ("neon", vec!["model.onnx"]),
+        ("ane", vec!["model.onnx", "model.sim.onnx"]),
+    ] {
+        let out = tmp.path().join(profile);
+        let (code, _, err) = compile(&model, profile, &out);
+        assert!(code <= 1, "{profile}: {err}");
+        let r = report(&out);
+        let entries = r["manifest"]["files"].as_array().unwrap();
+        let listed: Vec<&str> = entries
+            .iter()
+            .map(|e| e["file"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, files, "{profile}");
+        for e in entries {
+            let bytes = std::fs::read(out.join(e["file"].as_str().unwrap())).unwrap();
+            assert_eq!(e["bytes"].as_u64().unwrap(), bytes.len() as u64);
+            assert_eq!(
+                e["sha256"].as_str().unwrap(),
+                kiln_backends::compile::manifest::sha256(&bytes),
+                "{profile} {}",
+                e["file"]
+            );
+        }
+        assert_eq!(
+            r["size"]["after"].as_u64().unwrap(),
+            std::fs::metadata(out.join("model.onnx")).unwrap().len()
+        );
+    }
+}

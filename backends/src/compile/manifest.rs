@@ -24,7 +24,8 @@ pub struct FileEntry {
 pub struct Manifest {
     /// Kiln's version.
     pub kiln_version: String,
-    /// Model files written (the reports carry this manifest, so they are not in it).
+    /// Model files written, external data files included (the reports carry this manifest, so
+    /// they are not in it); digests are computed while the files are written.
     pub files: Vec<FileEntry>,
     /// SHA-256 of the resolved profile's YAML.
     pub profile_sha256: String,
@@ -34,6 +35,29 @@ pub struct Manifest {
     pub calibration: String,
     /// SHA-256 of the calibration data (files in sorted order, each name and bytes).
     pub calibration_sha256: String,
+}
+
+/// The entries of a saved model: its file and its data file, with the digests computed while
+/// they were written (nothing is read back).
+pub fn entries(saved: &kiln_proto::SaveSummary) -> Vec<FileEntry> {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut out = vec![FileEntry {
+        file: name(&saved.model_path),
+        bytes: saved.model_bytes,
+        sha256: saved.model_sha256.clone().unwrap_or_default(),
+    }];
+    if let Some(data) = &saved.data_path {
+        out.push(FileEntry {
+            file: name(data),
+            bytes: saved.data_bytes,
+            sha256: saved.data_sha256.clone().unwrap_or_default(),
+        });
+    }
+    out
 }
 
 /// Hex SHA-256 of `bytes`.

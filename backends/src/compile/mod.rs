@@ -74,6 +74,8 @@ pub fn compile(
 ) -> Result<Compiled, CompileError> {
     let profile = options.profile.profile.clone();
     let loaded = kiln_proto::load_model(model_path)?;
+    // The maps behind the weights: saving reads unchanged weights from them.
+    let sources = loaded.sources().clone();
     let original = loaded.model;
     let mut model = Model::from_proto(&original)
         .map_err(|e| CompileError::Graph(format!("{}: {e}", model_path.display())))?;
@@ -153,9 +155,6 @@ pub fn compile(
         }
     });
 
-    let model_bytes = emitted.model.to_proto().encode_to_vec();
-    let sim_bytes = emitted.sim.as_ref().map(|m| m.to_proto().encode_to_vec());
-
     let validation = if options.validate {
         let (candidate, validated, why) = match (&emitted.sim, &emitted.validate_instead) {
             (Some(sim), _) => (
@@ -182,9 +181,19 @@ pub fn compile(
 
     let (cal_text, cal_digest) = manifest::data_digest(&options.calibration)
         .map_err(|e| CompileError::Data(format!("cannot read the calibration data: {e}")))?;
-    let mut outputs: Vec<(&str, Vec<u8>)> = vec![("model.onnx", model_bytes)];
-    if let Some(s) = sim_bytes {
-        outputs.push(("model.sim.onnx", s));
+    // The models are streamed to temporary files (external data past 2 GiB), hashed as they
+    // are written; everything is renamed into place at the end.
+    std::fs::create_dir_all(out_dir).map_err(|source| CompileError::Io {
+        path: out_dir.display().to_string(),
+        source,
+    })?;
+    let mut models = vec![save_model(
+        &emitted.model,
+        &out_dir.join("model.onnx"),
+        &sources,
+    )?];
+    if let Some(sim) = &emitted.sim {
+        models.push(save_model(sim, &out_dir.join("model.sim.onnx"), &sources)?);
     }
     let profile_yaml = options.profile.to_yaml();
     let mut warnings = options
@@ -221,18 +230,14 @@ pub fn compile(
         parameter_cache,
         size: report::Sizes {
             before: original.encoded_len() as u64,
-            after: outputs[0].1.len() as u64,
+            after: models[0].summary().model_bytes + models[0].summary().data_bytes,
         },
         validation,
         manifest: manifest::Manifest {
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
-            files: outputs
+            files: models
                 .iter()
-                .map(|(f, b)| manifest::FileEntry {
-                    file: f.to_string(),
-                    bytes: b.len() as u64,
-                    sha256: manifest::sha256(b),
-                })
+                .flat_map(|m| manifest::entries(m.summary()))
                 .collect(),
             profile_sha256: manifest::sha256(profile_yaml.as_bytes()),
             profile: profile_yaml,
@@ -241,9 +246,11 @@ pub fn compile(
         },
         warnings,
     };
-    outputs.push(("report.json", report.to_json().into_bytes()));
-    outputs.push(("report.md", report.to_markdown().into_bytes()));
-    let files = write_all(out_dir, &outputs)?;
+    let reports = [
+        ("report.json", report.to_json().into_bytes()),
+        ("report.md", report.to_markdown().into_bytes()),
+    ];
+    let files = write_all(out_dir, models, &reports)?;
     Ok(Compiled { report, files })
 }
 
@@ -372,13 +379,33 @@ fn validate(
     })
 }
 
-/// Writes every file to a temporary name in `dir`, then renames them all into place.
-fn write_all(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<Vec<PathBuf>, CompileError> {
+/// Writes `model` to temporary files for `path` (embedded, or external data past 2 GiB),
+/// hashing them as they are written.
+fn save_model(
+    model: &Model,
+    path: &Path,
+    sources: &kiln_proto::MappedFiles,
+) -> Result<kiln_proto::PendingSave, CompileError> {
+    let opts = kiln_proto::SaveOptions::default();
+    Ok(kiln_proto::prepare_save(
+        &model.to_proto(),
+        path,
+        &opts,
+        Some(sources),
+    )?)
+}
+
+/// Writes the reports to temporary names in `dir`, then renames everything into place:
+/// the models (data files first), then the reports.
+fn write_all(
+    dir: &Path,
+    models: Vec<kiln_proto::PendingSave>,
+    files: &[(&str, Vec<u8>)],
+) -> Result<Vec<PathBuf>, CompileError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| CompileError::Io { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut temps = Vec::new();
     for (name, bytes) in files {
         let tmp = dir.join(format!(".{name}.kiln-tmp"));
@@ -387,18 +414,29 @@ fn write_all(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<Vec<PathBuf>, Comp
                 let _ = std::fs::remove_file(t);
             }
             let _ = std::fs::remove_file(&tmp);
+            // Dropping `models` deletes their temporary files.
             return Err(io(&tmp)(e));
         }
         temps.push((tmp, dir.join(name)));
     }
     let mut out = Vec::new();
+    for m in models {
+        let summary = m.commit()?;
+        out.push(summary.model_path);
+        out.extend(summary.data_path);
+    }
     for (tmp, dst) in temps {
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
         out.push(dst);
     }
-    // A twin from an earlier compile would no longer match this model.
-    if !files.iter().any(|(n, _)| *n == "model.sim.onnx") {
-        let _ = std::fs::remove_file(dir.join("model.sim.onnx"));
+    // Files of an earlier compile that no longer belong to this one: a twin that would not
+    // match, data files of a model now embedded.
+    let stale = ["model.sim.onnx", "model.onnx.data", "model.sim.onnx.data"];
+    for name in stale {
+        let path = dir.join(name);
+        if !out.contains(&path) {
+            let _ = std::fs::remove_file(path);
+        }
     }
     Ok(out)
 }
