@@ -145,15 +145,20 @@ def nhwc_stack(folder, name):
         .astype(np.float32)
 
 
-def onnx2tf(model, out_dir, input_name, calib_npy, channels, log, integer=True):
-    """Runs onnx2tf; returns the full-integer (or float32) .tflite path, or None."""
-    exe = os.path.join(os.path.dirname(sys.executable), "onnx2tf")
-    work = os.path.dirname(out_dir)
-    sample = os.path.join(work, ONNX2TF_SAMPLE)
+def write_onnx2tf_sample(folder):
+    """Seeded stand-ins for the 20 MS-COCO images onnx2tf would download into folder."""
+    sample = os.path.join(folder, ONNX2TF_SAMPLE)
     if not os.path.exists(sample):
         rng = np.random.default_rng(0)
         np.save(sample, np.stack([_structured_image(rng, 3, 128, 128).transpose(1, 2, 0)
                                   for _ in range(20)]).astype(np.float32))
+
+
+def onnx2tf(model, out_dir, input_name, calib_npy, channels, log, integer=True):
+    """Runs onnx2tf; returns the full-integer (or float32) .tflite path, or None."""
+    exe = os.path.join(os.path.dirname(sys.executable), "onnx2tf")
+    work = os.path.dirname(out_dir)
+    write_onnx2tf_sample(work)
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [exe, "-i", model, "-o", out_dir]
     if integer:
