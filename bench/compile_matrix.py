@@ -119,7 +119,7 @@ def fmt_sqnr(s):
 
 def cell(r):
     if "error" in r:
-        return f"exit {r['exit']}: {r['error'][:90]}"
+        return f"exit {r['exit']}: {r['error'][:160]}"
     w = r.get("worst")
     if not w:
         return f"exit {r['exit']}, no outputs ({'pass' if r['passed'] else 'fail'})"
