@@ -7,7 +7,8 @@
 //! [`FoldBias`] (`fold-bias`), [`FuseLayerNorm`] (`fuse-layernorm`), [`FuseRmsNorm`]
 //! (`fuse-rmsnorm`), [`FuseGelu`] (`fuse-gelu`). Notes that leave the computation unchanged and mark nodes for later stages
 //! (see each module for its metadata key): [`NoteActivations`] (`note-activations`),
-//! [`NoteSilu`] (`note-silu`), [`FindAttention`] (`find-attention`).
+//! [`NoteSilu`] (`note-silu`), [`NoteRotary`] (`note-rotary`), [`FindAttention`]
+//! (`find-attention`).
 //!
 //! Every pass also works inside subgraphs (If / Loop / Scan bodies).
 
@@ -20,6 +21,7 @@ mod gemm;
 mod layernorm;
 mod pattern;
 mod rmsnorm;
+mod rotary;
 mod silu;
 
 #[cfg(test)]
@@ -33,6 +35,7 @@ pub use gelu::FuseGelu;
 pub use gemm::FuseMatMulAdd;
 pub use layernorm::FuseLayerNorm;
 pub use rmsnorm::{decomposed_rmsnorms, FuseRmsNorm, RmsNormUnit};
+pub use rotary::{NoteRotary, ROTARY_KEY};
 pub use silu::{NoteSilu, SILU_KEY};
 
 use crate::pipeline::Pass;
@@ -63,6 +66,7 @@ pub fn fusion_passes(opts: FuseOptions) -> Vec<Box<dyn Pass>> {
         }),
         Box::new(NoteActivations),
         Box::new(NoteSilu),
+        Box::new(NoteRotary),
         Box::new(FindAttention),
     ]
 }
