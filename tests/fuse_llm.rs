@@ -5,7 +5,11 @@
 //! outputs of both test data sets (prefill, one decode step) agree with the unoptimized model
 //! within rtol 1e-4 / atol 1e-5. Each exporter variant of the decomposed RMSNorm is fused into
 //! SimplifiedLayerNormalization (opset 17/18, contrib) and RMSNormalization (opset 23), and
-//! ORT computes the same outputs before and after.
+//! ORT computes the same outputs before and after. Pinned to float16, the fused op (ORT's
+//! native float16 kernel) and the decomposed RMSNorm pinned as a unit give the same logits,
+//! and the unit survives hidden states whose squares overflow float16.
+
+use std::collections::BTreeSet;
 
 use kiln_backends::compare::{allclose, Tolerance};
 use kiln_backends::runtime::{Session, SessionOptions};
@@ -15,6 +19,8 @@ use kiln_passes::fuse::{FuseRmsNorm, ROTARY_KEY, SILU_KEY};
 use kiln_passes::ir::Model;
 use kiln_passes::optimize::{optimize, OptimizeOptions};
 use kiln_passes::pipeline::Pass;
+use kiln_passes::precision::{CancelCasts, PinPrecision, PinReport};
+use kiln_passes::quant::PinFloat;
 use kiln_passes::tensor::{DataType, Tensor};
 use kiln_proto::onnx::attribute_proto::AttributeType;
 use kiln_proto::onnx::tensor_shape_proto::{dimension, Dimension};
@@ -79,29 +85,51 @@ fn marked(m: &Model, key: &str, value: Option<&str>) -> usize {
         .count()
 }
 
-/// llama_tiny through `kiln optimize`'s pipeline; the ORT check on both test data sets.
-fn optimized_llama(allow_contrib: bool) -> (Model, f64) {
+/// llama_tiny as loaded (weights resolved into the proto).
+fn llama_proto() -> ModelProto {
     let dir = repo_root().join("models/llama_tiny");
-    let loaded = kiln_proto::load_model(&dir.join("model.onnx")).expect("llama_tiny loads");
-    let mut model = Model::from_proto(&loaded.model).unwrap();
+    kiln_proto::load_model(&dir.join("model.onnx"))
+        .expect("llama_tiny loads")
+        .model
+}
+
+/// The feeds and stored outputs of llama_tiny's test data set `set`.
+fn llama_data(proto: &ModelProto, set: &str) -> (NamedValues, NamedValues) {
+    let s = Session::from_model_with(proto, &SessionOptions::as_written()).unwrap();
+    let ins: Vec<_> = s.inputs().iter().map(|i| IoSpec::tensor(&i.name)).collect();
+    let outs: Vec<_> = s
+        .outputs()
+        .iter()
+        .map(|o| IoSpec::tensor(&o.name))
+        .collect();
+    let dir = repo_root().join("models/llama_tiny").join(set);
+    read_test_data_set(&dir, &ins, &outs).unwrap()
+}
+
+const SETS: [&str; 2] = ["test_data_set_0", "test_data_set_1"];
+
+/// llama_tiny through `kiln optimize`'s pipeline.
+fn optimize_llama(proto: &ModelProto, allow_contrib: bool) -> Model {
+    let mut model = Model::from_proto(proto).unwrap();
     let opts = OptimizeOptions {
         allow_contrib,
         ..OptimizeOptions::default()
     };
     optimize(&mut model, &opts).expect("optimize runs");
     model.graph.verify().unwrap();
+    model
+}
+
+/// llama_tiny optimized, and checked in ORT against the original on both test data sets
+/// (and against the stored outputs); returns the model and the worst max |Δ|.
+fn optimized_llama(allow_contrib: bool) -> (Model, f64) {
+    let proto = llama_proto();
+    let model = optimize_llama(&proto, allow_contrib);
     let after_proto = model.to_proto();
     let mut worst = 0f64;
-    for set in ["test_data_set_0", "test_data_set_1"] {
-        let s = Session::from_model_with(&loaded.model, &SessionOptions::as_written()).unwrap();
-        let ins: Vec<_> = s.inputs().iter().map(|i| IoSpec::tensor(&i.name)).collect();
-        let outs: Vec<_> = s
-            .outputs()
-            .iter()
-            .map(|o| IoSpec::tensor(&o.name))
-            .collect();
-        let (feeds, expected) = read_test_data_set(&dir.join(set), &ins, &outs).unwrap();
-        let before = run(&loaded.model, &feeds);
+    for set in SETS {
+        let (feeds, expected) = llama_data(&proto, set);
+        let before = run(&proto, &feeds);
         let after = run(&after_proto, &feeds);
         assert_same(&before, &after, set);
         assert_eq!(expected.len(), 5, "{set}: logits and 4 presents stored");
@@ -111,6 +139,20 @@ fn optimized_llama(allow_contrib: bool) -> (Model, f64) {
         worst = worst.max(d);
     }
     (model, worst)
+}
+
+/// Pins `ops` to float16 as `kiln quantize` does on ORT's CPU (the twin where ORT lacks a
+/// float16 kernel), then cancels Cast pairs.
+fn pinned(model: &Model, ops: &[&str]) -> (ModelProto, PinReport) {
+    let mut m = model.clone();
+    let ops: BTreeSet<String> = ops.iter().map(|s| s.to_string()).collect();
+    let report = PinPrecision::for_ort_cpu(ops, PinFloat::Float16)
+        .pin(&mut m)
+        .unwrap();
+    m.graph.verify().unwrap();
+    CancelCasts.run(&mut m).unwrap();
+    m.graph.verify().unwrap();
+    (m.to_proto(), report)
 }
 
 #[test]
@@ -237,7 +279,13 @@ struct Variant {
     casts: bool,
 }
 
+/// The RMSNorm of `v` (outputs: the residual sum, then the norm itself) and its feeds: rows
+/// of growing scale, the largest about `scale`.
 fn rmsnorm_model(v: Variant, opset: i64) -> (ModelProto, NamedValues) {
+    rmsnorm_model_scaled(v, opset, 10.0)
+}
+
+fn rmsnorm_model_scaled(v: Variant, opset: i64, scale: f32) -> (ModelProto, NamedValues) {
     let mut g = Graph {
         g: GraphProto {
             name: "rmsnorm".into(),
@@ -288,6 +336,7 @@ fn rmsnorm_model(v: Variant, opset: i64) -> (ModelProto, NamedValues) {
     // A residual reads x too, as in a decoder layer.
     let res = g.node("Add", &[&x, &out], vec![]);
     g.g.output.push(float_vi(&res, &dims));
+    g.g.output.push(float_vi(&out, &dims));
     let model = ModelProto {
         ir_version: 10,
         opset_import: vec![OperatorSetIdProto {
@@ -302,7 +351,7 @@ fn rmsnorm_model(v: Variant, opset: i64) -> (ModelProto, NamedValues) {
     let xs: Vec<f32> = noise(160, 3)
         .iter()
         .enumerate()
-        .map(|(i, v)| v * (1 + i / 16) as f32)
+        .map(|(i, v)| v * scale * (1 + i / 16) as f32 / 10.0)
         .collect();
     let feeds = vec![(
         "x".to_string(),
@@ -380,4 +429,88 @@ fn the_check_sees_a_dropped_weight() {
         max_abs_diff(&before, &after) > 1e-2,
         "a fused op without the weight must differ"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pinning
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn llama_tiny_rmsnorm_pins_to_float16_fused_or_as_a_unit() {
+    let proto = llama_proto();
+    let (fused, r) = pinned(
+        &optimize_llama(&proto, true),
+        &["SimplifiedLayerNormalization"],
+    );
+    assert_eq!(r.changes.get("pinned"), 5, "{}", r.changes);
+    assert!(
+        r.pinned.iter().all(|p| !p.simulated),
+        "ORT has the float16 kernel"
+    );
+    let (unit, r) = pinned(
+        &optimize_llama(&proto, false),
+        &["SimplifiedLayerNormalization"],
+    );
+    assert_eq!(r.changes.get("rmsnorm units"), 5, "{}", r.changes);
+    assert_eq!(r.changes.get("pinned") + r.changes.get("simulated"), 0);
+    let (mut to_float, mut between) = (0f64, 0f64);
+    for set in SETS {
+        let (feeds, _) = llama_data(&proto, set);
+        let float = run(&proto, &feeds);
+        let f = run(&fused, &feeds);
+        let u = run(&unit, &feeds);
+        let d = max_abs_diff(&float, &f).max(max_abs_diff(&float, &u));
+        to_float = to_float.max(d);
+        between = between.max(max_abs_diff(&f, &u));
+    }
+    eprintln!(
+        "llama_tiny RMSNorm in float16: max |Δ| vs float32 {to_float:.2e}; fused (ORT float16 \
+         kernel) vs decomposed unit {between:.2e}"
+    );
+    assert!(to_float > 0.0, "pinning changed nothing");
+    assert!(to_float < 5e-3, "{to_float}");
+    assert!(between < 1e-3, "{between}");
+}
+
+/// Rows whose largest values are about 1000: x² overflows float16 (65504). Pinned as a unit
+/// (float32 inside), the norm stays close; pinned op by op it collapses.
+#[test]
+fn a_unit_survives_squares_float16_cannot_hold() {
+    let v = Variant {
+        pow: true,
+        inv: 0,
+        casts: false,
+    };
+    let (proto, feeds) = rmsnorm_model_scaled(v, 17, 1000.0);
+    let model = Model::from_proto(&proto).unwrap();
+    let norm = |out: &NamedValues| match &out[1].1 {
+        Value::Tensor(t) => t.to_f64_vec().unwrap(),
+        _ => panic!("not a tensor"),
+    };
+    let float = norm(&run(&proto, &feeds));
+    let (unit, r) = pinned(&model, &["RMSNormalization"]);
+    assert_eq!(r.changes.get("rmsnorm units"), 1);
+    let (per_op, _) = pinned(&model, &["Pow", "ReduceMean", "Add", "Sqrt", "Div", "Mul"]);
+    let err = |y: &[f64]| {
+        y.iter()
+            .zip(&float)
+            .map(|(a, b)| {
+                if a.is_finite() {
+                    (a - b).abs()
+                } else {
+                    f64::INFINITY
+                }
+            })
+            .fold(0f64, f64::max)
+    };
+    let scale = float.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let (e_unit, e_op) = (
+        err(&norm(&run(&unit, &feeds))),
+        err(&norm(&run(&per_op, &feeds))),
+    );
+    eprintln!(
+        "|x| up to 1000, norm up to {scale:.2}: max |Δ| unit {e_unit:.2e}, op by op {e_op:.2e}"
+    );
+    assert!(e_unit < 5e-3 * scale, "{e_unit}");
+    assert!(e_op > 0.5 * scale, "{e_op}");
 }
