@@ -8,7 +8,13 @@ use kiln_passes::tensor::DataType;
 use kiln_tests::{kiln, repo_root};
 
 const PROFILES: &[&str] = &[
-    "edgetpu", "hexagon", "ane", "ane-fp16", "neon", "neon-int4", "ane-int4",
+    "edgetpu",
+    "hexagon",
+    "ane",
+    "ane-fp16",
+    "neon",
+    "neon-int4",
+    "ane-int4",
 ];
 
 fn models() -> Vec<PathBuf> {
