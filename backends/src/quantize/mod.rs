@@ -158,7 +158,12 @@ pub fn quantize(
     options: &QuantizeOptions,
     progress: &mut dyn FnMut(Stage, Progress),
 ) -> Result<QuantizeReport, QuantizeError> {
-    refuse_quantized(model)?;
+    match options.mode {
+        // Weight-only quantization touches float weights only: weights already behind a
+        // DequantizeLinear (a compile target legalizing a quantized model) are left alone.
+        Mode::WeightOnly { .. } if only_weight_dequantization(model) => {}
+        _ => refuse_quantized(model)?,
+    }
     let config = &options.config;
     let nodes_before = operators(model);
     let opset_before = model.opset("").unwrap_or(0);
@@ -437,6 +442,14 @@ pub fn quantization_ops(model: &Model) -> Option<(usize, String)> {
         .collect::<Vec<_>>()
         .join(", ");
     Some((ops.values().sum(), described))
+}
+
+/// Whether the model's only quantization ops are `DequantizeLinear`s of constants.
+fn only_weight_dequantization(model: &Model) -> bool {
+    let g = &model.graph;
+    g.nodes()
+        .filter(|(_, n)| n.is_operator() && QUANTIZED_OPS.contains(&n.op_type()))
+        .all(|(i, n)| n.op_type() == "DequantizeLinear" && g.constant_input(i, 0).is_some())
 }
 
 /// Refuses a model that already has Q/DQ or integer ops: quantizing twice compounds error.
