@@ -98,7 +98,7 @@ pub(super) fn components(links: &Links, on_device: &[bool]) -> Vec<usize> {
     // links were listed.
     joins.sort_unstable_by_key(|&(i, j)| (j, i));
     joins.dedup();
-    let mut sets = Sets::new(n);
+    let mut sets = Sets::new(&succ);
     for (i, j) in joins {
         let (a, b) = (sets.find(i), sets.find(j));
         if a != b && !sets.path_around(&succ, a, b) && !sets.path_around(&succ, b, a) {
@@ -115,19 +115,28 @@ pub(super) fn components(links: &Links, on_device: &[bool]) -> Vec<usize> {
         .collect()
 }
 
-/// Union-find over positions, with each set's members and last position.
+/// Union-find over positions, with each set's size, last position and the nodes outside it
+/// that it feeds (so a check walks out of a set without walking through it).
 struct Sets {
     parent: Vec<usize>,
-    members: Vec<Vec<usize>>,
+    size: Vec<usize>,
     last: Vec<usize>,
+    out: Vec<Vec<usize>>,
+    /// Visit marks of the current walk, by walk number (no clearing between walks).
+    seen: Vec<u32>,
+    walk: u32,
 }
 
 impl Sets {
-    fn new(n: usize) -> Sets {
+    fn new(succ: &[Vec<usize>]) -> Sets {
+        let n = succ.len();
         Sets {
             parent: (0..n).collect(),
-            members: (0..n).map(|i| vec![i]).collect(),
+            size: vec![1; n],
             last: (0..n).collect(),
+            out: succ.to_vec(),
+            seen: vec![0; n],
+            walk: 0,
         }
     }
 
@@ -140,15 +149,20 @@ impl Sets {
     }
 
     fn union(&mut self, a: usize, b: usize) {
-        let (keep, gone) = if self.members[a].len() >= self.members[b].len() {
+        let (keep, gone) = if self.size[a] >= self.size[b] {
             (a, b)
         } else {
             (b, a)
         };
         self.parent[gone] = keep;
-        let moved = std::mem::take(&mut self.members[gone]);
-        self.members[keep].extend(moved);
+        self.size[keep] += self.size[gone];
         self.last[keep] = self.last[keep].max(self.last[gone]);
+        let mut out = std::mem::take(&mut self.out[keep]);
+        out.append(&mut self.out[gone]);
+        out.retain(|&x| self.find(x) != keep);
+        out.sort_unstable();
+        out.dedup();
+        self.out[keep] = out;
     }
 
     /// Whether set `a` reaches set `b` through a node in neither (the sets are roots). Joining
@@ -156,15 +170,18 @@ impl Sets {
     fn path_around(&mut self, succ: &[Vec<usize>], a: usize, b: usize) -> bool {
         // Edges go forward: nothing after b's last node leads back into b.
         let limit = self.last[b];
-        let mut seen = vec![false; succ.len()];
+        self.walk = self.walk.wrapping_add(1);
+        if self.walk == 0 {
+            self.seen.fill(0);
+            self.walk = 1;
+        }
         let mut stack: Vec<usize> = Vec::new();
-        for k in 0..self.members[a].len() {
-            for &x in &succ[self.members[a][k]] {
-                let s = self.find(x);
-                if s != a && s != b && x < limit && !seen[x] {
-                    seen[x] = true;
-                    stack.push(x);
-                }
+        for k in 0..self.out[a].len() {
+            let x = self.out[a][k];
+            let s = self.find(x);
+            if s != a && s != b && x < limit && self.seen[x] != self.walk {
+                self.seen[x] = self.walk;
+                stack.push(x);
             }
         }
         while let Some(x) = stack.pop() {
@@ -173,8 +190,8 @@ impl Sets {
                 if s == b {
                     return true;
                 }
-                if s != a && y < limit && !seen[y] {
-                    seen[y] = true;
+                if s != a && y < limit && self.seen[y] != self.walk {
+                    self.seen[y] = self.walk;
                     stack.push(y);
                 }
             }
