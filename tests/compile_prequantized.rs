@@ -231,32 +231,79 @@ fn compile_allowing_metrics(model: &str, profile: &str, out: &Path) -> serde_jso
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
 
-#[test]
-fn microsoft_uint16_qdq_becomes_standard_at_opset_21_for_hexagon() {
-    let tmp = tempfile::tempdir().unwrap();
-    compile("cnn_qdq16", "hexagon", tmp.path());
-    let m = load(&tmp.path().join("model.onnx"));
-    assert!(m.opset("").unwrap() >= 21);
+/// The domains of the model's Q/DQ nodes, and its zero-point types.
+fn qdq_forms(m: &Model) -> (BTreeSet<String>, BTreeSet<DataType>) {
     let g = &m.graph;
-    let mut sixteen = 0;
+    let mut domains = BTreeSet::new();
+    let mut types = BTreeSet::new();
     for (n, node) in g.nodes().filter(|(_, n)| n.is_operator()) {
-        assert!(
-            node.domain().is_empty(),
-            "{} in {}",
-            node.op_type(),
-            node.domain()
-        );
-        if node.op_type() == "QuantizeLinear" {
-            let zp = g.constant_input(n, 2).unwrap();
-            assert_eq!(
-                zp.dtype(),
-                DataType::Uint16,
-                "the model's 16-bit activations stay"
-            );
-            sixteen += 1;
+        if matches!(node.op_type(), "QuantizeLinear" | "DequantizeLinear") && on_activation(g, n) {
+            domains.insert(node.domain().to_string());
+            types.insert(g.constant_input(n, 2).unwrap().dtype());
         }
     }
-    assert!(sixteen > 0);
+    (domains, types)
+}
+
+#[test]
+fn microsoft_uint16_qdq_follows_the_profiles_qdq_domain() {
+    // hexagon's `qdq_domain: auto`: 16-bit below opset 21 stays com.microsoft, as ORT's
+    // get_qnn_qdq_config writes it; the opset is not raised.
+    let tmp = tempfile::tempdir().unwrap();
+    let auto = tmp.path().join("auto");
+    compile("cnn_qdq16", "hexagon", &auto);
+    let m = load(&auto.join("model.onnx"));
+    assert!(m.opset("").unwrap() < 21);
+    let (domains, types) = qdq_forms(&m);
+    assert_eq!(domains, BTreeSet::from(["com.microsoft".to_string()]));
+    assert_eq!(
+        types,
+        BTreeSet::from([DataType::Uint16]),
+        "the 16-bit activations stay"
+    );
+    // A profile asking for the standard ops gets them at opset 21.
+    let profile = tmp.path().join("standard.yaml");
+    std::fs::write(
+        &profile,
+        "name: hexagon-standard\nextends: hexagon\nquantization:\n  qdq_domain: onnx\n",
+    )
+    .unwrap();
+    let standard = tmp.path().join("standard");
+    compile("cnn_qdq16", profile.to_str().unwrap(), &standard);
+    let m = load(&standard.join("model.onnx"));
+    assert!(m.opset("").unwrap() >= 21);
+    let (domains, types) = qdq_forms(&m);
+    assert_eq!(domains, BTreeSet::from([String::new()]));
+    assert_eq!(types, BTreeSet::from([DataType::Uint16]));
+}
+
+#[test]
+fn a_float_model_at_uint16_gets_microsoft_qdq_on_hexagon_below_opset_21() {
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = tmp.path().join("u16.yaml");
+    std::fs::write(
+        &profile,
+        "name: hexagon-u16\nextends: hexagon\nquantization:\n  activations: {dtype: uint16}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let path = repo_root().join("models/tiny_cnn/model.onnx");
+    let (code, stdout, stderr) = kiln(&[
+        "compile",
+        path.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+        "--synthetic",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let m = load(&out.join("model.onnx"));
+    assert!(m.opset("").unwrap() < 21, "opset {:?}", m.opset(""));
+    let (domains, types) = qdq_forms(&m);
+    assert_eq!(domains, BTreeSet::from(["com.microsoft".to_string()]));
+    assert!(types.contains(&DataType::Uint16), "{types:?}");
 }
 
 #[test]

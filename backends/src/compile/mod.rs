@@ -107,7 +107,7 @@ pub fn compile(
     // ops that fold to constants), then optimized again when that made float ops.
     let prepared = match arrived_quantized {
         Some(_) => {
-            let prepared = targets::prequantized::prepare(&mut model, &profile)?;
+            let prepared = targets::prequantized::prepare(&mut model)?;
             if prepared.changed > 0 {
                 records.extend(optimize(&mut model, &opt).map_err(graph_error)?.records);
             }

@@ -1,7 +1,9 @@
 //! What the compile step asks a profile: the quantizer's config, per-op weight granularity,
 //! fixed output ranges, op support, validation thresholds.
 
-use kiln_passes::quant::{PinFloat, QuantConfig, QuantScheme, QuantType, Range, WeightConfig};
+use kiln_passes::quant::{
+    PinFloat, QdqDomainRule, QuantConfig, QuantScheme, QuantType, Range, WeightConfig,
+};
 
 use super::schema::{
     CalibrationMethod, Dtype, FixedParams, FloatType, Granularity, OpConstraints, Profile,
@@ -106,6 +108,11 @@ impl Profile {
                 FloatType::Float16 | FloatType::Float32 => PinFloat::Float16,
             },
             min_real_range: q.min_real_range.map(|m| m as f32),
+            qdq_domain: match q.qdq_domain {
+                QdqDomain::Onnx => QdqDomainRule::Standard,
+                QdqDomain::Auto => QdqDomainRule::Auto,
+                QdqDomain::Microsoft => QdqDomainRule::Microsoft,
+            },
         }
     }
 

@@ -11,6 +11,7 @@ mod overrides;
 mod ranges;
 mod report;
 mod sensitivity;
+mod weight_only;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use kiln_passes::opset::UpgradeOpset;
 use kiln_passes::optimize::{optimize, OptimizeOptions};
 use kiln_passes::pipeline::{Changes, Pass};
 use kiln_passes::precision::{CancelCasts, PinPrecision};
+use kiln_passes::quant::blockwise::BlockwiseConfig;
 use kiln_passes::quant::{dynamic, qdq, PinFloat, QuantConfig, QuantType};
 
 use crate::calibrate::{
@@ -34,8 +36,8 @@ pub use error::QuantizeError;
 pub use index_bounds::index_bounds;
 pub use overrides::{parse_overrides, read_overrides};
 pub use report::{
-    Accuracy, Before, CalibrationSummary, PassSummary, QuantizeReport, SaturationReport, Settings,
-    SkippedNode, TensorReport,
+    Accuracy, Before, BlockWeightReport, CalibrationSummary, PassSummary, QuantizeReport,
+    SaturationReport, Settings, SkippedNode, TensorReport, WeightOnlyReport,
 };
 pub use sensitivity::{sensitivity, LayerSensitivity};
 
@@ -76,7 +78,7 @@ pub enum RangeSource {
     Saved(Vec<PathBuf>),
 }
 
-/// Static (calibrated QDQ) or dynamic quantization.
+/// Static (calibrated QDQ), dynamic, or weight-only quantization.
 #[derive(Debug, Clone)]
 pub enum Mode {
     /// QDQ with calibrated activation ranges.
@@ -92,6 +94,15 @@ pub enum Mode {
     },
     /// Integer weights, activations quantized at run time.
     Dynamic {
+        /// Samples to measure accuracy on, if any.
+        samples: Option<CalibrationData>,
+    },
+    /// Block-wise int4/int8 weights, float activations (MatMul/Gemm, optionally embeddings).
+    /// `QuantizeOptions::config` is not used: this mode has its own settings, and pins
+    /// nothing (no activation is quantized).
+    WeightOnly {
+        /// Bits, block size, form, method, which weights.
+        config: BlockwiseConfig,
         /// Samples to measure accuracy on, if any.
         samples: Option<CalibrationData>,
     },
@@ -168,9 +179,12 @@ pub fn quantize(
     let needed = match options.mode {
         Mode::Static { .. } => qdq::required_opset(config),
         Mode::Dynamic { .. } => dynamic::required_opset(),
+        // The block-wise pass raises the opset itself when the form it writes needs it.
+        Mode::WeightOnly { .. } => 0,
     };
+    let pins = !config.pin_ops.is_empty() && !matches!(options.mode, Mode::WeightOnly { .. });
     // Pinned ops compute through Cast, whose bfloat16 form needs opset 13.
-    let needed = if config.pin_float == PinFloat::Bfloat16 && !config.pin_ops.is_empty() {
+    let needed = if config.pin_float == PinFloat::Bfloat16 && pins {
         needed.max(13)
     } else {
         needed
@@ -201,6 +215,7 @@ pub fn quantize(
         pinning: None,
         accuracy: None,
         sensitivity: None,
+        weight_only: None,
         warnings: Vec::new(),
     };
     let mut spec = options.synthetic.clone();
@@ -208,7 +223,18 @@ pub fn quantize(
         spec.int_high.entry(input).or_insert(high);
     }
     let float_proto = float.to_proto();
-    let float_inputs = Session::from_model_with(&float_proto, &options.session)?.inputs();
+    // The float model's inputs as ONNX Runtime sees them, for reading samples; modes that
+    // need no samples skip loading it (a session holds another copy of every weight).
+    let needs_samples = options.check.is_some()
+        || !matches!(
+            options.mode,
+            Mode::Dynamic { samples: None } | Mode::WeightOnly { samples: None, .. }
+        );
+    let float_inputs = if needs_samples {
+        Session::from_model_with(&float_proto, &options.session)?.inputs()
+    } else {
+        Vec::new()
+    };
     // Samples the accuracy is measured on when no held-out set is given.
     let mut in_sample: Option<CalibrationData> = None;
 
@@ -320,9 +346,20 @@ pub fn quantize(
                 .collect();
             in_sample = samples.clone();
         }
+        Mode::WeightOnly {
+            config: blockwise,
+            samples,
+        } => {
+            report.mode = "weight-only";
+            let (done, nodes, skipped) = weight_only::run(model, blockwise)?;
+            report.weight_only = Some(done);
+            report.quantized_nodes = nodes;
+            report.skipped = skipped;
+            in_sample = samples.clone();
+        }
     }
 
-    if !config.pin_ops.is_empty() {
+    if pins {
         // Ops ORT's CPU provider has no low-float kernel for are written as the simulated
         // twin (float32 between rounding casts), so the output runs faithfully in ORT.
         let pin = PinPrecision::for_ort_cpu(config.pin_ops.clone(), config.pin_float);
@@ -478,6 +515,22 @@ fn summary(pass: &str, changes: &Changes) -> PassSummary {
 
 fn settings(o: &QuantizeOptions) -> Settings {
     let c = &o.config;
+    if let Mode::WeightOnly { config: b, .. } = &o.mode {
+        // Activations stay float; nothing is pinned; weights are per block, not per channel.
+        let sign = if b.symmetric { "int" } else { "uint" };
+        return Settings {
+            activations: "float32".into(),
+            symmetric_activations: false,
+            weights: format!("{sign}{}", b.bits.count()),
+            symmetric_weights: b.symmetric,
+            per_channel: false,
+            reduce_range: false,
+            method: None,
+            pin_ops: Vec::new(),
+            pin_type: "float16".into(),
+            overrides: 0,
+        };
+    }
     Settings {
         activations: c.activations.dtype.name().into(),
         symmetric_activations: c.activations.symmetric,
@@ -487,7 +540,7 @@ fn settings(o: &QuantizeOptions) -> Settings {
         reduce_range: c.weights.scheme.reduce_range,
         method: match &o.mode {
             Mode::Static { method, .. } => Some(method_name(method)),
-            Mode::Dynamic { .. } => None,
+            Mode::Dynamic { .. } | Mode::WeightOnly { .. } => None,
         },
         pin_ops: c.pin_ops.iter().cloned().collect(),
         pin_type: match c.pin_float {

@@ -41,6 +41,8 @@ pub struct QuantizeReport {
     pub accuracy: Option<Accuracy>,
     /// Per-layer sensitivity, worst first, when asked.
     pub sensitivity: Option<Vec<LayerSensitivity>>,
+    /// Weight-only quantization: settings and every weight stored (weight-only mode).
+    pub weight_only: Option<WeightOnlyReport>,
     /// Things the user should know (e.g. ranges from random data).
     pub warnings: Vec<String>,
 }
@@ -159,6 +161,53 @@ impl SkippedNode {
             reason: reason.to_string(),
         }
     }
+}
+
+/// Weight-only (block-wise) quantization.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeightOnlyReport {
+    /// Bits per weight (4 or 8).
+    pub bits: u32,
+    /// Weights along K sharing a scale.
+    pub block_size: usize,
+    /// Signed with zero point 0 (else unsigned with zero points).
+    pub symmetric: bool,
+    /// `qdq` or `matmulnbits`.
+    pub format: String,
+    /// How integers were chosen (`rtn`).
+    pub method: String,
+    /// Whether the LM head was allowed.
+    pub lm_head: bool,
+    /// Whether embedding tables were allowed.
+    pub embeddings: bool,
+    /// Every weight stored quantized.
+    pub weights: Vec<BlockWeightReport>,
+    /// Bytes of those weights in float.
+    pub float_bytes: u64,
+    /// Bytes of the integers, scales and zero points that replaced them.
+    pub quantized_bytes: u64,
+    /// Bytes of every constant of the model, before and after.
+    pub constant_bytes: Before,
+}
+
+/// One weight stored block-wise.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockWeightReport {
+    /// Its name in the float model.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// The stored element type (`int4`, `uint4`, `int8`, `uint8`; `uint8` when packed for
+    /// MatMulNBits).
+    pub dtype: String,
+    /// `linear`, `lm_head` or `embedding`.
+    pub role: String,
+    /// Scales stored.
+    pub blocks: usize,
+    /// Bytes in float.
+    pub float_bytes: u64,
+    /// Bytes quantized.
+    pub quantized_bytes: u64,
 }
 
 /// Output SQNR of the quantized model.

@@ -94,6 +94,27 @@ pub fn synthetic_inputs(
         .collect()
 }
 
+/// The size of a free dim: given by name, else a sum such as Optimum's
+/// `past_sequence_length + sequence_length` (each term given, a number, or 1), else 1. A sum
+/// must agree with its terms, or the model's own shapes contradict each other.
+fn symbolic_size(name: &str, dims: &BTreeMap<String, usize>) -> usize {
+    if let Some(&n) = dims.get(name) {
+        return n;
+    }
+    if !name.contains('+') {
+        return 1;
+    }
+    name.split('+')
+        .map(str::trim)
+        .map(|t| {
+            t.parse::<usize>()
+                .ok()
+                .or_else(|| dims.get(t).copied())
+                .unwrap_or(1)
+        })
+        .sum()
+}
+
 fn tensor(info: &IoInfo, spec: &SyntheticSpec, rng: &mut Rng) -> Result<Tensor, SyntheticError> {
     let dims = &spec.dims;
     let high = spec
@@ -117,7 +138,7 @@ fn tensor(info: &IoInfo, spec: &SyntheticSpec, rng: &mut Rng) -> Result<Tensor, 
         .iter()
         .map(|d| match d {
             Dim::Fixed(n) => *n,
-            Dim::Symbolic(s) => dims.get(s).copied().unwrap_or(1),
+            Dim::Symbolic(s) => symbolic_size(s, dims),
             Dim::Unknown => 1,
         })
         .collect();
@@ -189,5 +210,14 @@ mod tests {
             },
         };
         assert!(synthetic_inputs(&[s], &dims, &mut Rng::new(0)).is_err());
+    }
+
+    #[test]
+    fn a_sum_of_dims_is_the_sum_of_its_terms() {
+        let dims: BTreeMap<String, usize> = [("past".to_string(), 3)].into_iter().collect();
+        assert_eq!(symbolic_size("past + sequence", &dims), 4);
+        assert_eq!(symbolic_size("past+2", &dims), 5);
+        assert_eq!(symbolic_size("past", &dims), 3);
+        assert_eq!(symbolic_size("other", &dims), 1);
     }
 }

@@ -1,5 +1,6 @@
 //! `kiln quantize MODEL -o OUT --calibration DATA [options]`: static QDQ quantization with
-//! calibrated ranges (or `--dynamic`), sensitive ops pinned to a 16-bit float.
+//! calibrated ranges (or `--dynamic`), sensitive ops pinned to a 16-bit float; or
+//! `--weight-only int4|int8`: block-wise weights, float activations, no calibration.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -8,10 +9,11 @@ use std::time::Instant;
 use kiln_backends::calibrate::{CalibrationData, CalibrationOptions, Method};
 use kiln_backends::quantize::{
     quantize, read_overrides, Mode, QuantizeError, QuantizeOptions, QuantizeReport, RangeSource,
-    Stage,
+    Stage, WeightOnlyReport,
 };
 use kiln_backends::runtime::SessionOptions;
 use kiln_passes::optimize::OptimizeOptions;
+use kiln_passes::quant::blockwise::{Bits, BlockwiseConfig, WeightFormat, WeightMethod};
 use kiln_passes::quant::{PinFloat, QuantConfig, QuantScheme, QuantType, WeightConfig};
 
 use super::Outcome;
@@ -119,6 +121,34 @@ pub struct Args {
     /// Quantize weights only; activations are quantized at run time (DynamicQuantizeLinear).
     #[arg(long, conflicts_with_all = ["ranges", "save_ranges", "sensitivity"])]
     dynamic: bool,
+    /// Weight-only quantization: MatMul/Gemm weights stored as 4- or 8-bit integers in blocks
+    /// along K, activations left in float (no calibration needed).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "BITS",
+        conflicts_with_all = ["dynamic", "ranges", "save_ranges", "sensitivity", "overrides"]
+    )]
+    weight_only: Option<WeightBitsArg>,
+    /// Weights along K sharing one scale (32, 64 or 128).
+    #[arg(long, value_name = "N", default_value_t = 32, requires = "weight_only")]
+    block_size: usize,
+    /// How block-wise weights are written: `qdq` (DequantizeLinear with block_size, opset 21)
+    /// or `matmulnbits` (ONNX Runtime's com.microsoft.MatMulNBits).
+    #[arg(long, value_enum, default_value_t = WeightFormatArg::Qdq, requires = "weight_only")]
+    weight_format: WeightFormatArg,
+    /// How block-wise integers are chosen (rtn: round to nearest).
+    #[arg(long, value_enum, default_value_t = WeightMethodArg::Rtn, requires = "weight_only")]
+    weight_method: WeightMethodArg,
+    /// Block-wise weights unsigned with a zero point per block (default: signed, symmetric).
+    #[arg(long, requires = "weight_only")]
+    asymmetric_weights: bool,
+    /// Keep the LM head (a MatMul/Gemm producing a graph output) in float.
+    #[arg(long, requires = "weight_only")]
+    exclude_lm_head: bool,
+    /// Quantize embedding tables (Gather) too, block-wise along the embedding dim (QDQ form).
+    #[arg(long, requires = "weight_only")]
+    quantize_embeddings: bool,
     /// Held-out inputs: report the share of values that saturate per tensor, and the output SQNR.
     #[arg(long, value_name = "DATA")]
     check_inputs: Option<PathBuf>,
@@ -147,6 +177,26 @@ enum MethodArg {
     Percentile,
     Entropy,
     Mse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WeightBitsArg {
+    Int4,
+    Int8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WeightFormatArg {
+    Qdq,
+    Matmulnbits,
+}
+
+/// Methods on the command line; the accuracy-aware ones are not built yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WeightMethodArg {
+    Rtn,
+    Gptq,
+    Awq,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -289,7 +339,12 @@ fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
     if let Some(t) = args.threads {
         session = session.with_intra_threads(t);
     }
-    let mode = if args.dynamic {
+    let mode = if let Some(bits) = args.weight_only {
+        Mode::WeightOnly {
+            config: weight_only_config(args, bits)?,
+            samples,
+        }
+    } else if args.dynamic {
         Mode::Dynamic { samples }
     } else {
         let source = match samples {
@@ -329,8 +384,48 @@ fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
     })
 }
 
+/// The block-wise settings of `--weight-only`.
+fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfig, CliError> {
+    let method = match args.weight_method {
+        WeightMethodArg::Rtn => WeightMethod::Rtn,
+        WeightMethodArg::Gptq | WeightMethodArg::Awq => {
+            return Err(CliError::Usage(format!(
+                "--weight-method {}: not implemented yet (use rtn)",
+                if args.weight_method == WeightMethodArg::Gptq {
+                    "gptq"
+                } else {
+                    "awq"
+                }
+            )))
+        }
+    };
+    let config = BlockwiseConfig {
+        bits: match bits {
+            WeightBitsArg::Int4 => Bits::Four,
+            WeightBitsArg::Int8 => Bits::Eight,
+        },
+        block_size: args.block_size,
+        symmetric: !args.asymmetric_weights,
+        format: match args.weight_format {
+            WeightFormatArg::Qdq => WeightFormat::Qdq,
+            WeightFormatArg::Matmulnbits => WeightFormat::MatMulNBits,
+        },
+        method,
+        exclude_nodes: args.exclude_nodes.iter().cloned().collect(),
+        lm_head: !args.exclude_lm_head,
+        embeddings: args.quantize_embeddings,
+    };
+    config
+        .validate()
+        .map_err(|e| CliError::Usage(format!("--block-size: {e}")))?;
+    Ok(config)
+}
+
 /// The terminal summary.
 fn text(r: &QuantizeReport, seconds: f64) -> String {
+    if let Some(w) = &r.weight_only {
+        return weight_only_text(r, w, seconds);
+    }
     let mut out = String::new();
     let s = &r.settings;
     out.push_str(&format!(
@@ -445,6 +540,51 @@ fn text(r: &QuantizeReport, seconds: f64) -> String {
                 sens.len() - 10
             ));
         }
+    }
+    out.push_str(&format!("time         {seconds:.2} s\n"));
+    out
+}
+
+/// The terminal summary of `--weight-only`.
+fn weight_only_text(r: &QuantizeReport, w: &WeightOnlyReport, seconds: f64) -> String {
+    let mut out = format!(
+        "weight-only quantization: {} {}, block {}, {} form, {}\n",
+        r.settings.weights,
+        if w.symmetric {
+            "symmetric"
+        } else {
+            "asymmetric"
+        },
+        w.block_size,
+        w.format,
+        w.method
+    );
+    if r.opset.after != r.opset.before {
+        out.push_str(&format!(
+            "opset        {} → {}\n",
+            r.opset.before, r.opset.after
+        ));
+    }
+    out.push_str(&format!(
+        "nodes        {} → {} ({} quantized, {} left in float)\n",
+        r.nodes.before,
+        r.nodes.after,
+        r.quantized_nodes.len(),
+        r.skipped.len()
+    ));
+    out.push_str(&format!(
+        "weights      {} quantized: {} → {}; all constants {} → {}\n",
+        w.weights.len(),
+        render::bytes(w.float_bytes),
+        render::bytes(w.quantized_bytes),
+        render::bytes(w.constant_bytes.before.max(0) as u64),
+        render::bytes(w.constant_bytes.after.max(0) as u64),
+    ));
+    if let Some(a) = &r.accuracy {
+        out.push_str(&format!(
+            "accuracy     output SQNR {:.2} dB vs float on {} {} sample(s)\n",
+            a.sqnr_db, a.samples, a.on
+        ));
     }
     out.push_str(&format!("time         {seconds:.2} s\n"));
     out

@@ -61,6 +61,19 @@ pub enum PinFloat {
     Bfloat16,
 }
 
+/// Which domain the Q/DQ nodes of a model take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QdqDomainRule {
+    /// The standard ops; 16-bit types need opset 21, so the model is raised to it.
+    #[default]
+    Standard,
+    /// `com.microsoft` Q/DQ when a 16-bit type is used below opset 21 (ONNX Runtime's
+    /// `UseQDQContribOps`), the standard ones otherwise.
+    Auto,
+    /// Always `com.microsoft`.
+    Microsoft,
+}
+
 /// Everything quantization needs besides the model and the ranges.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantConfig {
@@ -84,6 +97,8 @@ pub struct QuantConfig {
     pub pin_float: PinFloat,
     /// Smallest real range a scale may cover (targets like QNN need one); `None`: any.
     pub min_real_range: Option<f32>,
+    /// The domain of the Q/DQ written.
+    pub qdq_domain: QdqDomainRule,
 }
 
 impl Default for QuantConfig {
@@ -102,6 +117,7 @@ impl Default for QuantConfig {
                 .collect(),
             pin_float: PinFloat::Float16,
             min_real_range: None,
+            qdq_domain: QdqDomainRule::Standard,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Calibration itself runs the model, so it lives in `kiln-backends`; it hands this module
 //! plain [`Ranges`]. Everything here is pure and testable on hand-built graphs.
 
+pub mod blockwise;
 pub mod config;
 pub mod dynamic;
 pub mod legalize;
@@ -12,6 +13,6 @@ pub mod ranges;
 pub mod scheme;
 pub mod weights;
 
-pub use config::{PinFloat, QuantConfig, TensorOverride, WeightConfig};
+pub use config::{PinFloat, QdqDomainRule, QuantConfig, TensorOverride, WeightConfig};
 pub use ranges::{Range, Ranges};
 pub use scheme::{QuantParams, QuantScheme, QuantType};

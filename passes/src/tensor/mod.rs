@@ -7,6 +7,7 @@
 mod convert;
 mod dtype;
 mod element;
+mod packed;
 mod proto;
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use thiserror::Error;
 pub use convert::raw_to_f64;
 pub use dtype::{DataType, ALL_DATA_TYPES};
 pub use element::Element;
+pub use packed::{pack_nibbles, unpack_nibbles};
 
 /// The most elements a tensor may declare (2^40); more is taken as a corrupt or hostile file.
 pub const MAX_ELEMENTS: u64 = 1 << 40;

@@ -1,7 +1,8 @@
 //! Apple Neural Engine: activations stay float and compute in the profile's `precision.compute`
 //! (bfloat16, or float16 for `ane-fp16`), weights are compressed to int8 per-channel with a
 //! DequantizeLinear in front (only tensors of at least `weights.min_elements`, Core ML's
-//! `weight_threshold`), and pinned ops (LayerNorm, Softmax) compute in `precision.pin_float`.
+//! `weight_threshold`), and pinned ops (LayerNorm, Softmax, RMSNorm: decomposed ones as a unit)
+//! compute in `precision.pin_float`.
 //! ORT's CPU provider has no bfloat16 kernel for most ops, so the simulated twin is emitted
 //! beside the model and validated instead.
 
@@ -57,7 +58,15 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
         FloatType::Float16 => Some(PinFloat::Float16),
         FloatType::Float32 => None,
     };
+    // Pinned ops first: a decomposed RMSNorm pinned as a unit (pin_ops naming
+    // RMSNormalization) marks its nodes, which the compute-type step then leaves alone.
     let mut pins = Vec::new();
+    if let Some(pin) = float(p.precision.pin_float) {
+        pins.push(Pin {
+            ops: pinned.clone(),
+            float: pin,
+        });
+    }
     if let Some(compute) = float(p.precision.compute) {
         // Every float op the device runs computes in the compute type; fallbacks stay float32.
         let ops: BTreeSet<String> = model
@@ -70,12 +79,6 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
         pins.push(Pin {
             ops,
             float: compute,
-        });
-    }
-    if let Some(pin) = float(p.precision.pin_float) {
-        pins.push(Pin {
-            ops: pinned,
-            float: pin,
         });
     }
     let (sim, changes) = pin_both(&mut model, &pins)?;

@@ -1,7 +1,9 @@
 //! Qualcomm Hexagon HTP through ONNX Runtime's QNN execution provider: quantized everywhere
 //! (the HTP runs no float ops), uint8 or uint16 activations, int8 symmetric weights per-channel
 //! only where QNN takes it (the profile's `weights.per_op`: Conv, ConvTranspose), int32 bias,
-//! the profile's minimum real range and fixed 16-bit Sigmoid/Tanh outputs. Loop/If and other
+//! the profile's minimum real range and fixed 16-bit Sigmoid/Tanh outputs, and Q/DQ in the
+//! profile's domain (`auto`: `com.microsoft` for 16-bit types below opset 21, as ORT's
+//! `get_qnn_qdq_config` writes them). Loop/If and other
 //! ops outside the profile's set fall back (the partition says which and why).
 
 use kiln_passes::ir::Model;
@@ -9,16 +11,9 @@ use kiln_passes::ir::Model;
 use super::super::error::CompileError;
 use super::super::Context;
 use super::{quantized, Emitted};
-use crate::profile::QdqDomain;
 
 /// Builds the pipeline, quantizes, emits.
 pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> {
-    if cx.profile.quantization.qdq_domain == QdqDomain::Microsoft {
-        return Err(CompileError::Unsupported {
-            profile: cx.profile.name.clone(),
-            what: super::prequantized::MICROSOFT_QDQ.into(),
-        });
-    }
     let mut config = cx.profile.quant_config();
     config.op_types = quantized::device_ops(cx);
     // Nothing computes in float on the HTP: pinned ops would fall back.

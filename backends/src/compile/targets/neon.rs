@@ -1,9 +1,11 @@
 //! ARM CPUs with NEON through ONNX Runtime's CPU kernels (MLAS): int8 QDQ with int8 symmetric
 //! weights, uint8 activations unless the profile declares i8mm (MLAS's signed kernels need it
 //! to be fast), pinned ops in the profile's 16-bit float (simulated where ORT's CPU provider has
-//! no kernel, which the quantizer does).
+//! no kernel, which the quantizer does; decomposed RMSNorms, when an RMSNorm op is pinned, as
+//! units left unquantized).
 
 use kiln_passes::ir::Model;
+use kiln_passes::precision::unit_nodes;
 use kiln_passes::quant::QuantType;
 
 use super::super::error::CompileError;
@@ -47,6 +49,18 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
         ops: std::mem::take(&mut config.pin_ops),
         float: config.pin_float,
     }];
+    // A decomposed RMSNorm pinned as a unit reaches pinning whole: none of its nodes is
+    // quantized (the quantizer would skip them itself if it were given the pinned ops).
+    let g = &model.graph;
+    for idx in unit_nodes(g, &pins[0].ops) {
+        let n = &g[idx];
+        let id = match n.outputs.first() {
+            _ if !n.name.is_empty() => n.name.clone(),
+            Some(o) => o.name.clone(),
+            None => continue,
+        };
+        config.exclude_nodes.insert(id);
+    }
     let report = quantized::run(&mut model, config, cx)?;
     let (sim, changes) = pin_both(&mut model, &pins)?;
     if !changes.is_empty() {

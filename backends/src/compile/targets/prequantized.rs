@@ -5,7 +5,8 @@
 //! - every target: QOperator ops become QDQ, QAT float weights behind a `QuantizeLinear`
 //!   become integers, PyTorch's QAT Conv → Div → BatchNorm becomes a Conv with a bias, a
 //!   Relu its output's quantizer makes redundant goes,
-//!   `com.microsoft` Q/DQ become standard, and the dynamic form becomes float ops on
+//!   `com.microsoft` Q/DQ become standard (the profile's `qdq_domain` settles them at the
+//!   end), and the dynamic form becomes float ops on
 //!   dequantized weights ([`prepare`], after constant folding);
 //! - integer targets with activation scales: activations move to the profile's signedness
 //!   (int8 → uint8 for the Edge TPU), per-channel weights become per-tensor for ops the profile
@@ -21,27 +22,17 @@
 use kiln_passes::ir::Model;
 use kiln_passes::quant::legalize::{
     dequantize_weights, drop_redundant_relu, expand_qoperator, fold_qat_batchnorm,
-    fold_weight_quantize, integer_to_float_ops, scalar_params, shift_activations, standard_domain,
-    weights_per_tensor, Outcome,
+    fold_weight_quantize, integer_to_float_ops, scalar_params, settle_domain, shift_activations,
+    standard_domain, weights_per_tensor, Outcome,
 };
 
 use super::super::error::CompileError;
 use super::super::Context;
 use super::{ane, edgetpu, neon, Emitted};
-use crate::profile::{Family, Profile, QdqDomain};
-
-/// Why `qdq_domain: com.microsoft` is refused.
-pub(super) const MICROSOFT_QDQ: &str = "quantization.qdq_domain: com.microsoft is not supported \
-    yet; use auto (16-bit types upgrade the model to opset 21 and standard Q/DQ)";
+use crate::profile::Family;
 
 /// The steps every target needs, run before the optimize pipeline.
-pub fn prepare(model: &mut Model, profile: &Profile) -> Result<Outcome, CompileError> {
-    if profile.quantization.qdq_domain == QdqDomain::Microsoft {
-        return Err(CompileError::Unsupported {
-            profile: profile.name.clone(),
-            what: MICROSOFT_QDQ.into(),
-        });
-    }
+pub fn prepare(model: &mut Model) -> Result<Outcome, CompileError> {
     let mut out = expand_qoperator(model)?;
     out.merge(fold_weight_quantize(model)?);
     out.merge(fold_qat_batchnorm(model)?);
@@ -55,12 +46,17 @@ pub fn prepare(model: &mut Model, profile: &Profile) -> Result<Outcome, CompileE
 /// Legalizes the prepared, optimized model for the profile's target and emits it.
 pub fn compile(mut model: Model, cx: &Context, prepared: Outcome) -> Result<Emitted, CompileError> {
     let p = &cx.profile;
+    let rule = p.quant_config().qdq_domain;
     let mut steps = prepared;
     let emitted = match p.family {
         Family::Cpu => return super::run(model, cx),
-        Family::Ane => ane::compile(model, cx)?,
+        Family::Ane => {
+            steps.merge(settle_domain(&mut model, rule)?);
+            ane::compile(model, cx)?
+        }
         _ if !has_activation_scales(&model) => {
             steps.merge(dequantize_weights(&mut model)?);
+            steps.merge(settle_domain(&mut model, rule)?);
             steps.notes.push(
                 "no activation scales to keep (dynamic or weight-only form): quantized with the \
                  profile's calibration"
@@ -80,6 +76,7 @@ pub fn compile(mut model: Model, cx: &Context, prepared: Outcome) -> Result<Emit
                 &|op| !p.weight_per_channel(op),
                 scheme,
             )?);
+            steps.merge(settle_domain(&mut model, rule)?);
             let io = if family == Family::Edgetpu {
                 Some(edgetpu::integer_io(&mut model, cx)?)
             } else {

@@ -13,7 +13,8 @@
 //! - [`drop_redundant_relu`]: a Relu/Clip right before a `QuantizeLinear` that clamps to the
 //!   same range is dropped.
 //! - [`standard_domain`]: `com.microsoft` Q/DQ (16-bit types before opset 21) become standard
-//!   ones, raising the opset to 21 where 16-bit types need it.
+//!   ones for the other steps; [`settle_domain`] writes the domain the target asks for at the
+//!   end (raising the opset to 21 for standard 16-bit Q/DQ).
 //! - [`scalar_params`]: one-element 1-D scales and zero points (PyTorch's export) become
 //!   scalars.
 //! - [`integer_to_float_ops`]: the dynamic form (`DynamicQuantizeLinear` → `MatMulInteger` /
@@ -40,7 +41,7 @@ mod to_float;
 #[cfg(test)]
 mod tests;
 
-pub use domain::standard_domain;
+pub use domain::{settle_domain, standard_domain};
 pub use fold_quantize::fold_weight_quantize;
 pub use integer_ops::integer_to_float_ops;
 pub use per_tensor::weights_per_tensor;

@@ -279,8 +279,8 @@ fn quantize_of_a_float_weight_folds_with_half_to_even_rounding() {
     assert!(find(g, "QuantizeLinear").is_empty());
 }
 
-#[test]
-fn microsoft_16_bit_qdq_moves_to_the_standard_domain_at_opset_21() {
+/// x → com.microsoft Q(uint16) → com.microsoft DQ → y at opset 13.
+fn microsoft_uint16() -> Model {
     let mut m = Model::new(13);
     let g = &mut m.graph;
     let x = input(g, "x", DataType::Float, &[2]);
@@ -303,15 +303,52 @@ fn microsoft_16_bit_qdq_moves_to_the_standard_domain_at_opset_21() {
         vec![],
     );
     output(g, ValueRef::new(dq, 0));
-    let out = standard_domain(&mut m).unwrap();
-    m.graph.verify().unwrap();
-    assert_eq!(out.changed, 2);
-    assert_eq!(m.opset(""), Some(21));
-    assert!(m
-        .graph
+    m
+}
+
+fn domains(m: &Model) -> Vec<String> {
+    m.graph
         .nodes()
         .filter(|(_, n)| n.is_operator())
-        .all(|(_, n)| n.domain().is_empty()));
+        .map(|(_, n)| n.domain().to_string())
+        .collect()
+}
+
+#[test]
+fn microsoft_16_bit_qdq_settles_by_the_rule() {
+    use crate::quant::QdqDomainRule;
+    // Standard: standard ops at opset 21.
+    let mut m = microsoft_uint16();
+    assert_eq!(standard_domain(&mut m).unwrap().changed, 2);
+    assert!(domains(&m).iter().all(String::is_empty));
+    settle_domain(&mut m, QdqDomainRule::Standard).unwrap();
+    m.graph.verify().unwrap();
+    assert_eq!(m.opset(""), Some(21));
+    assert!(domains(&m).iter().all(String::is_empty));
+    // Auto below opset 21: back to com.microsoft, the opset unchanged.
+    let mut m = microsoft_uint16();
+    standard_domain(&mut m).unwrap();
+    let out = settle_domain(&mut m, QdqDomainRule::Auto).unwrap();
+    assert_eq!(out.changed, 2);
+    assert_eq!(m.opset(""), Some(13));
+    assert_eq!(m.opset("com.microsoft"), Some(1));
+    assert!(domains(&m).iter().all(|d| d == "com.microsoft"));
+}
+
+#[test]
+fn auto_keeps_8_bit_qdq_standard_and_microsoft_moves_them() {
+    use crate::quant::QdqDomainRule;
+    let mut m = int8_activation();
+    assert_eq!(
+        settle_domain(&mut m, QdqDomainRule::Auto).unwrap().changed,
+        0
+    );
+    assert!(domains(&m).iter().all(String::is_empty));
+    settle_domain(&mut m, QdqDomainRule::Microsoft).unwrap();
+    assert_eq!(
+        domains(&m).iter().filter(|d| *d == "com.microsoft").count(),
+        2
+    );
 }
 
 // ---------------------------------------------------------------- dynamic form

@@ -216,19 +216,22 @@ pub fn insert_qdq(
     // shared bytes, so the copy is cheap).
     let mut work = model.clone();
     let summary = insert::rewrite(&mut work, config, &layout, ranges, nodes)?;
+    crate::quant::legalize::settle_domain(&mut work, config.qdq_domain)?;
     *model = work;
     Ok(summary)
 }
 
-/// The lowest ai.onnx opset the QDQ form needs for this config: 21 for 16-bit types, 13 for
-/// per-channel weights, 10 otherwise.
+/// The lowest ai.onnx opset the QDQ form needs for this config: 21 for standard 16-bit types
+/// (`com.microsoft` ones take any), 13 for per-channel weights, 10 otherwise.
 pub fn required_opset(config: &QuantConfig) -> i64 {
-    let sixteen = config.activations.dtype.bits() == 16
-        || config.weights.scheme.dtype.bits() == 16
-        || config
-            .overrides
-            .values()
-            .any(|o| o.dtype.is_some_and(|d| d.bits() == 16));
+    let standard = config.qdq_domain == crate::quant::QdqDomainRule::Standard;
+    let sixteen = standard
+        && (config.activations.dtype.bits() == 16
+            || config.weights.scheme.dtype.bits() == 16
+            || config
+                .overrides
+                .values()
+                .any(|o| o.dtype.is_some_and(|d| d.bits() == 16)));
     if sixteen {
         21
     } else if config.weights.any_per_channel() {

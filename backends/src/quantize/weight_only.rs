@@ -1,0 +1,71 @@
+//! The weight-only stage of `quantize`: block-wise int4/int8 weights (no calibration: RTN
+//! needs none), with what each weight cost before and after.
+
+use kiln_passes::ir::{Graph, Model, NodeKind};
+use kiln_passes::quant::blockwise::{quantize_blockwise, BlockwiseConfig, WeightRole};
+
+use super::error::QuantizeError;
+use super::report::{Before, BlockWeightReport, SkippedNode, WeightOnlyReport};
+
+/// Quantizes the weights of `model` as `config` says and reports them; also returns the
+/// nodes rewritten and those left in float.
+pub(super) fn run(
+    model: &mut Model,
+    config: &BlockwiseConfig,
+) -> Result<(WeightOnlyReport, Vec<String>, Vec<SkippedNode>), QuantizeError> {
+    let before = constant_bytes(&model.graph);
+    let done = quantize_blockwise(model, config)?;
+    let report = WeightOnlyReport {
+        bits: config.bits.count(),
+        block_size: config.block_size,
+        symmetric: config.symmetric,
+        format: config.format.to_string(),
+        method: config.method.to_string(),
+        lm_head: config.lm_head,
+        embeddings: config.embeddings,
+        float_bytes: done.float_bytes() as u64,
+        quantized_bytes: done.quantized_bytes() as u64,
+        constant_bytes: Before {
+            before: before as i64,
+            after: constant_bytes(&model.graph) as i64,
+        },
+        weights: done
+            .weights
+            .iter()
+            .map(|w| BlockWeightReport {
+                name: w.name.clone(),
+                shape: w.shape.clone(),
+                dtype: w.dtype.name().to_string(),
+                role: match w.role {
+                    WeightRole::Linear => "linear",
+                    WeightRole::LmHead => "lm_head",
+                    WeightRole::Embedding => "embedding",
+                }
+                .to_string(),
+                blocks: w.blocks,
+                float_bytes: w.float_bytes as u64,
+                quantized_bytes: w.quantized_bytes as u64,
+            })
+            .collect(),
+    };
+    let skipped = done
+        .skipped
+        .iter()
+        .map(|s| SkippedNode::new(&s.node, &s.op_type, &s.reason))
+        .collect();
+    Ok((report, done.nodes, skipped))
+}
+
+/// Bytes of every constant in `graph` and its bodies.
+fn constant_bytes(graph: &Graph) -> usize {
+    graph
+        .nodes()
+        .map(|(_, n)| {
+            let own = match &n.kind {
+                NodeKind::Constant { value, .. } => value.byte_size(),
+                _ => 0,
+            };
+            own + n.subgraphs().map(constant_bytes).sum::<usize>()
+        })
+        .sum()
+}
