@@ -160,8 +160,9 @@ pub fn quantize(
 ) -> Result<QuantizeReport, QuantizeError> {
     match options.mode {
         // Weight-only quantization touches float weights only: weights already behind a
-        // DequantizeLinear (a compile target legalizing a quantized model) are left alone.
-        Mode::WeightOnly { .. } if only_weight_dequantization(model) => {}
+        // DequantizeLinear and activation Q/DQ (a compile target legalizing a quantized
+        // model) are left alone.
+        Mode::WeightOnly { .. } if only_qdq(model) => {}
         _ => refuse_quantized(model)?,
     }
     let config = &options.config;
@@ -444,12 +445,13 @@ pub fn quantization_ops(model: &Model) -> Option<(usize, String)> {
     Some((ops.values().sum(), described))
 }
 
-/// Whether the model's only quantization ops are `DequantizeLinear`s of constants.
-fn only_weight_dequantization(model: &Model) -> bool {
-    let g = &model.graph;
-    g.nodes()
+/// Whether the model's only quantization ops are `QuantizeLinear`/`DequantizeLinear`.
+fn only_qdq(model: &Model) -> bool {
+    model
+        .graph
+        .nodes()
         .filter(|(_, n)| n.is_operator() && QUANTIZED_OPS.contains(&n.op_type()))
-        .all(|(i, n)| n.op_type() == "DequantizeLinear" && g.constant_input(i, 0).is_some())
+        .all(|(_, n)| matches!(n.op_type(), "QuantizeLinear" | "DequantizeLinear"))
 }
 
 /// Refuses a model that already has Q/DQ or integer ops: quantizing twice compounds error.
