@@ -414,6 +414,7 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
         exclude_nodes: args.exclude_nodes.iter().cloned().collect(),
         lm_head: !args.exclude_lm_head,
         embeddings: args.quantize_embeddings,
+        gptq: Default::default(),
     };
     config
         .validate()
