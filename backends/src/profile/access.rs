@@ -156,6 +156,7 @@ impl Profile {
             exclude_nodes: Default::default(),
             lm_head: w.lm_head,
             embeddings: w.embeddings,
+            gptq: Default::default(),
         })
     }
 
