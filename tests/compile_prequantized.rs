@@ -237,8 +237,7 @@ fn qdq_forms(m: &Model) -> (BTreeSet<String>, BTreeSet<DataType>) {
     let mut domains = BTreeSet::new();
     let mut types = BTreeSet::new();
     for (n, node) in g.nodes().filter(|(_, n)| n.is_operator()) {
-        if matches!(node.op_type(), "QuantizeLinear" | "DequantizeLinear") && on_activation(g, n)
-        {
+        if matches!(node.op_type(), "QuantizeLinear" | "DequantizeLinear") && on_activation(g, n) {
             domains.insert(node.domain().to_string());
             types.insert(g.constant_input(n, 2).unwrap().dtype());
         }
@@ -257,7 +256,11 @@ fn microsoft_uint16_qdq_follows_the_profiles_qdq_domain() {
     assert!(m.opset("").unwrap() < 21);
     let (domains, types) = qdq_forms(&m);
     assert_eq!(domains, BTreeSet::from(["com.microsoft".to_string()]));
-    assert_eq!(types, BTreeSet::from([DataType::Uint16]), "the 16-bit activations stay");
+    assert_eq!(
+        types,
+        BTreeSet::from([DataType::Uint16]),
+        "the 16-bit activations stay"
+    );
     // A profile asking for the standard ops gets them at opset 21.
     let profile = tmp.path().join("standard.yaml");
     std::fs::write(

@@ -389,7 +389,7 @@ fn cli_refuses_what_it_cannot_do() {
     let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
     let cases: [(&[&str], &str); 4] = [
         (&["--block-size", "48"], "block size 48"),
-        (&["--weight-method", "gptq"], "not implemented yet"),
+        (&["--weight-method", "gptq"], "needs calibration data"),
         (&["--weight-method", "awq"], "not implemented yet"),
         (&["--dynamic"], "cannot be used with"),
     ];

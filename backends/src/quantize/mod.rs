@@ -6,6 +6,7 @@
 
 mod accuracy;
 mod error;
+mod hessian;
 mod index_bounds;
 mod overrides;
 mod ranges;
@@ -21,7 +22,9 @@ use kiln_passes::opset::UpgradeOpset;
 use kiln_passes::optimize::{optimize, OptimizeOptions};
 use kiln_passes::pipeline::{Changes, Pass};
 use kiln_passes::precision::{CancelCasts, PinPrecision};
-use kiln_passes::quant::blockwise::BlockwiseConfig;
+use kiln_passes::quant::blockwise::{
+    linear_inputs, BlockQuantizer, BlockwiseConfig, Rtn, WeightMethod,
+};
 use kiln_passes::quant::{dynamic, qdq, PinFloat, QuantConfig, QuantType};
 
 use crate::calibrate::{
@@ -158,7 +161,13 @@ pub fn quantize(
     options: &QuantizeOptions,
     progress: &mut dyn FnMut(Stage, Progress),
 ) -> Result<QuantizeReport, QuantizeError> {
-    refuse_quantized(model)?;
+    match options.mode {
+        // Weight-only quantization touches float weights only: weights already behind a
+        // DequantizeLinear and activation Q/DQ (a compile target legalizing a quantized
+        // model) are left alone.
+        Mode::WeightOnly { .. } if only_qdq(model) => {}
+        _ => refuse_quantized(model)?,
+    }
     let config = &options.config;
     let nodes_before = operators(model);
     let opset_before = model.opset("").unwrap_or(0);
@@ -351,7 +360,65 @@ pub fn quantize(
             samples,
         } => {
             report.mode = "weight-only";
-            let (done, nodes, skipped) = weight_only::run(model, blockwise)?;
+            let gptq = match blockwise.method {
+                WeightMethod::Rtn => None,
+                WeightMethod::Gptq => {
+                    let data = samples.as_ref().ok_or_else(|| {
+                        QuantizeError::Options(
+                            "GPTQ needs calibration data: give --calibration DATA or --synthetic N"
+                                .into(),
+                        )
+                    })?;
+                    if let CalibrationData::Synthetic { .. } = data {
+                        warnings.push(
+                            "GPTQ's statistics come from random inputs (--synthetic): calibrate on real data before shipping".to_string(),
+                        );
+                    }
+                    let inputs = linear_inputs(model, blockwise);
+                    let calibration = CalibrationOptions {
+                        intra_threads: options.session.intra_threads,
+                        histogram_bins: 0,
+                        ..CalibrationOptions::default()
+                    };
+                    let collected = hessian::collect(
+                        &float_proto,
+                        &inputs,
+                        open_samples_with(data, &float_inputs, &spec)?,
+                        &calibration,
+                        &mut |p| progress(Stage::Calibrating, p),
+                    )?;
+                    report.calibration = Some(CalibrationSummary {
+                        source: match data {
+                            CalibrationData::Synthetic { .. } => "synthetic".to_string(),
+                            CalibrationData::Path(_) => "data".to_string(),
+                        },
+                        path: match data {
+                            CalibrationData::Path(p) => Some(p.display().to_string()),
+                            CalibrationData::Synthetic { .. } => None,
+                        },
+                        samples: collected.samples,
+                        tensors: collected.hessians.len(),
+                    });
+                    Some(hessian::quantizer(
+                        &inputs,
+                        collected.hessians,
+                        blockwise.gptq,
+                    ))
+                }
+            };
+            let quantizer: &(dyn BlockQuantizer + Sync) = match &gptq {
+                Some(g) => g,
+                None => &Rtn,
+            };
+            let (done, nodes, skipped) = weight_only::run(model, blockwise, quantizer)?;
+            if let Some(g) = &gptq {
+                for f in g.fallbacks() {
+                    warnings.push(format!(
+                        "GPTQ: weight '{}' rounded to nearest instead: {}",
+                        f.weight, f.reason
+                    ));
+                }
+            }
             report.weight_only = Some(done);
             report.quantized_nodes = nodes;
             report.skipped = skipped;
@@ -437,6 +504,15 @@ pub fn quantization_ops(model: &Model) -> Option<(usize, String)> {
         .collect::<Vec<_>>()
         .join(", ");
     Some((ops.values().sum(), described))
+}
+
+/// Whether the model's only quantization ops are `QuantizeLinear`/`DequantizeLinear`.
+fn only_qdq(model: &Model) -> bool {
+    model
+        .graph
+        .nodes()
+        .filter(|(_, n)| n.is_operator() && QUANTIZED_OPS.contains(&n.op_type()))
+        .all(|(_, n)| matches!(n.op_type(), "QuantizeLinear" | "DequantizeLinear"))
 }
 
 /// Refuses a model that already has Q/DQ or integer ops: quantizing twice compounds error.

@@ -1,20 +1,24 @@
-//! The weight-only stage of `quantize`: block-wise int4/int8 weights (no calibration: RTN
-//! needs none), with what each weight cost before and after.
+//! The weight-only stage of `quantize`: block-wise int4/int8 weights, the integers chosen by
+//! RTN (no data) or GPTQ (with the Hessians [`hessian`](super::hessian) collected), with what
+//! each weight cost before and after.
 
 use kiln_passes::ir::{Graph, Model, NodeKind};
-use kiln_passes::quant::blockwise::{quantize_blockwise, BlockwiseConfig, WeightRole};
+use kiln_passes::quant::blockwise::{
+    quantize_blockwise_with, BlockQuantizer, BlockwiseConfig, WeightRole,
+};
 
 use super::error::QuantizeError;
 use super::report::{Before, BlockWeightReport, SkippedNode, WeightOnlyReport};
 
-/// Quantizes the weights of `model` as `config` says and reports them; also returns the
-/// nodes rewritten and those left in float.
+/// Quantizes the weights of `model` as `config` says, the integers chosen by `quantizer`,
+/// and reports them; also returns the nodes rewritten and those left in float.
 pub(super) fn run(
     model: &mut Model,
     config: &BlockwiseConfig,
+    quantizer: &(dyn BlockQuantizer + Sync),
 ) -> Result<(WeightOnlyReport, Vec<String>, Vec<SkippedNode>), QuantizeError> {
     let before = constant_bytes(&model.graph);
-    let done = quantize_blockwise(model, config)?;
+    let done = quantize_blockwise_with(model, config, quantizer)?;
     let report = WeightOnlyReport {
         bits: config.bits.count(),
         block_size: config.block_size,

@@ -1,6 +1,7 @@
 //! `kiln quantize MODEL -o OUT --calibration DATA [options]`: static QDQ quantization with
 //! calibrated ranges (or `--dynamic`), sensitive ops pinned to a 16-bit float; or
-//! `--weight-only int4|int8`: block-wise weights, float activations, no calibration.
+//! `--weight-only int4|int8`: block-wise weights, float activations (RTN, or GPTQ with
+//! calibration data).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -13,7 +14,9 @@ use kiln_backends::quantize::{
 };
 use kiln_backends::runtime::SessionOptions;
 use kiln_passes::optimize::OptimizeOptions;
-use kiln_passes::quant::blockwise::{Bits, BlockwiseConfig, WeightFormat, WeightMethod};
+use kiln_passes::quant::blockwise::{
+    Bits, BlockwiseConfig, GptqOptions, WeightFormat, WeightMethod,
+};
 use kiln_passes::quant::{PinFloat, QuantConfig, QuantScheme, QuantType, WeightConfig};
 
 use super::Outcome;
@@ -122,7 +125,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["ranges", "save_ranges", "sensitivity"])]
     dynamic: bool,
     /// Weight-only quantization: MatMul/Gemm weights stored as 4- or 8-bit integers in blocks
-    /// along K, activations left in float (no calibration needed).
+    /// along K, activations left in float (RTN needs no calibration; GPTQ does).
     #[arg(
         long,
         value_enum,
@@ -137,9 +140,23 @@ pub struct Args {
     /// or `matmulnbits` (ONNX Runtime's com.microsoft.MatMulNBits).
     #[arg(long, value_enum, default_value_t = WeightFormatArg::Qdq, requires = "weight_only")]
     weight_format: WeightFormatArg,
-    /// How block-wise integers are chosen (rtn: round to nearest).
+    /// How block-wise integers are chosen: rtn (round to nearest, no data) or gptq (error
+    /// compensation with the Hessians of calibration inputs: needs --calibration or
+    /// --synthetic).
     #[arg(long, value_enum, default_value_t = WeightMethodArg::Rtn, requires = "weight_only")]
     weight_method: WeightMethodArg,
+    /// GPTQ: quantize the inputs with the largest Hessian diagonal first (act-order), each
+    /// block's grid fixed from the original weights.
+    #[arg(long, requires = "weight_only")]
+    gptq_act_order: bool,
+    /// GPTQ: dampening added to the Hessian's diagonal, as a fraction of its mean.
+    #[arg(
+        long,
+        value_name = "F",
+        default_value_t = 0.01,
+        requires = "weight_only"
+    )]
+    gptq_damp: f64,
     /// Block-wise weights unsigned with a zero point per block (default: signed, symmetric).
     #[arg(long, requires = "weight_only")]
     asymmetric_weights: bool,
@@ -191,7 +208,7 @@ enum WeightFormatArg {
     Matmulnbits,
 }
 
-/// Methods on the command line; the accuracy-aware ones are not built yet.
+/// Methods on the command line; AWQ is not built yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum WeightMethodArg {
     Rtn,
@@ -388,17 +405,30 @@ fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
 fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfig, CliError> {
     let method = match args.weight_method {
         WeightMethodArg::Rtn => WeightMethod::Rtn,
-        WeightMethodArg::Gptq | WeightMethodArg::Awq => {
-            return Err(CliError::Usage(format!(
-                "--weight-method {}: not implemented yet (use rtn)",
-                if args.weight_method == WeightMethodArg::Gptq {
-                    "gptq"
-                } else {
-                    "awq"
-                }
-            )))
+        WeightMethodArg::Gptq => WeightMethod::Gptq,
+        WeightMethodArg::Awq => {
+            return Err(CliError::Usage(
+                "--weight-method awq: not implemented yet (use rtn or gptq)".into(),
+            ))
         }
     };
+    let gptq_flags = args.gptq_act_order || args.gptq_damp != GptqOptions::default().damp;
+    if method != WeightMethod::Gptq && gptq_flags {
+        return Err(CliError::Usage(
+            "--gptq-act-order and --gptq-damp need --weight-method gptq".into(),
+        ));
+    }
+    if method == WeightMethod::Gptq && args.calibration.is_none() && args.synthetic.is_none() {
+        return Err(CliError::Usage(
+            "--weight-method gptq needs calibration data: give --calibration DATA (or --synthetic N for a placeholder)".into(),
+        ));
+    }
+    if !(args.gptq_damp > 0.0 && args.gptq_damp.is_finite()) {
+        return Err(CliError::Usage(format!(
+            "--gptq-damp {}: expected a positive fraction of the mean diagonal (e.g. 0.01)",
+            args.gptq_damp
+        )));
+    }
     let config = BlockwiseConfig {
         bits: match bits {
             WeightBitsArg::Int4 => Bits::Four,
@@ -414,6 +444,10 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
         exclude_nodes: args.exclude_nodes.iter().cloned().collect(),
         lm_head: !args.exclude_lm_head,
         embeddings: args.quantize_embeddings,
+        gptq: GptqOptions {
+            damp: args.gptq_damp,
+            act_order: args.gptq_act_order,
+        },
     };
     config
         .validate()
@@ -563,6 +597,14 @@ fn weight_only_text(r: &QuantizeReport, w: &WeightOnlyReport, seconds: f64) -> S
         out.push_str(&format!(
             "opset        {} → {}\n",
             r.opset.before, r.opset.after
+        ));
+    }
+    if let Some(c) = &r.calibration {
+        out.push_str(&format!(
+            "calibration  {} samples ({}), Hessians of {} MatMul inputs\n",
+            c.samples,
+            c.path.as_deref().unwrap_or(&c.source),
+            c.tensors
         ));
     }
     out.push_str(&format!(

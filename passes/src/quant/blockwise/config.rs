@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use super::gptq::GptqOptions;
 use super::rtn::{Bits, BlockParams};
 
 /// The block sizes accepted (MatMulNBits takes powers of two from 16; these are the ones
@@ -34,12 +35,16 @@ impl fmt::Display for WeightFormat {
 pub enum WeightMethod {
     /// Round to nearest, block by block (no data needed).
     Rtn,
+    /// GPTQ with the Hessians of calibration inputs ([`Gptq`](super::Gptq)); settings in
+    /// [`BlockwiseConfig::gptq`].
+    Gptq,
 }
 
 impl fmt::Display for WeightMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             WeightMethod::Rtn => "rtn",
+            WeightMethod::Gptq => "gptq",
         })
     }
 }
@@ -65,6 +70,8 @@ pub struct BlockwiseConfig {
     /// Quantize Gather tables (embeddings) too, block-wise along the embedding dim, always in
     /// the QDQ form (`DequantizeLinear` → `Gather`).
     pub embeddings: bool,
+    /// GPTQ's settings (read when `method` is [`WeightMethod::Gptq`]).
+    pub gptq: GptqOptions,
 }
 
 impl Default for BlockwiseConfig {
@@ -78,6 +85,7 @@ impl Default for BlockwiseConfig {
             exclude_nodes: BTreeSet::new(),
             lm_head: true,
             embeddings: false,
+            gptq: GptqOptions::default(),
         }
     }
 }

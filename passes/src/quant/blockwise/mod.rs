@@ -11,9 +11,10 @@
 //!   bias, which becomes the op's `bias`; `alpha` is folded into the weight).
 //!
 //! The integers come from a [`BlockQuantizer`]: [`Rtn`] (round to nearest with ONNX Runtime's
-//! scale and zero-point conventions, see [`rtn`]) is the default and the only one built in;
-//! accuracy-aware methods plug in through [`quantize_blockwise_with`]. Both forms hold the same
-//! numbers for the same settings.
+//! scale and zero-point conventions, see [`rtn`]) is the default; [`Gptq`] (see [`gptq`]) needs
+//! the Hessians of the calibration inputs of each weight ([`linear_inputs`] lists which inputs,
+//! [`Hessian`] accumulates them; the driver in `kiln-backends` runs the model) and plugs in
+//! through [`quantize_blockwise_with`]. Both forms hold the same numbers for the same settings.
 //!
 //! Embedding tables (Gather axis 0 from a constant `[V, D]`) are blocked along D and always
 //! written in QDQ form (`DequantizeLinear` → `Gather`; MatMulNBits has no gather), so they
@@ -23,6 +24,9 @@
 //! are rewritten with the weights local to them.
 
 pub mod config;
+pub mod gptq;
+pub mod hessian;
+mod linalg;
 mod lm_head;
 pub mod matmulnbits;
 pub mod qdq_form;
@@ -35,6 +39,8 @@ mod weight;
 mod tests;
 
 pub use config::{BlockwiseConfig, ConfigError, WeightFormat, WeightMethod, BLOCK_SIZES};
+pub use gptq::{calibration_error, quantize_gptq, Gptq, GptqFallback, GptqOptions};
+pub use hessian::Hessian;
 pub use rtn::{quantize_rtn, Bits, BlockParams, BlockQuantized, BlockQuantizer, Rtn};
 
 use kiln_proto::onnx::OperatorSetIdProto;
@@ -117,13 +123,76 @@ impl BlockwiseSummary {
 }
 
 /// Quantizes the weights of `model` block-wise by rounding to nearest (see the module doc).
+/// GPTQ needs calibration statistics: it goes through [`quantize_blockwise_with`] and a
+/// [`Gptq`], and is refused here.
 pub fn quantize_blockwise(
     model: &mut Model,
     config: &BlockwiseConfig,
 ) -> Result<BlockwiseSummary, PassError> {
     match config.method {
         WeightMethod::Rtn => quantize_blockwise_with(model, config, &Rtn),
+        WeightMethod::Gptq => Err(PassError::Unsupported(
+            "GPTQ needs the Hessians of calibration inputs: build a Gptq quantizer and call \
+             quantize_blockwise_with"
+                .into(),
+        )),
     }
+}
+
+/// A MatMul/Gemm weight of the main graph that [`quantize_blockwise`] would quantize, with
+/// the activation it multiplies: what GPTQ needs statistics of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinearInput {
+    /// The node (its name, or its first output's).
+    pub node: String,
+    /// The weight's value name (what a [`BlockQuantizer`] is called with).
+    pub weight: String,
+    /// The activation's value name; its last dim is `k`.
+    pub activation: String,
+    /// The weight's K (the reduction dim).
+    pub k: usize,
+}
+
+/// The weights of the main graph's MatMul and Gemm nodes that `config` selects, each with its
+/// activation input, in graph order. Left out: Gemm with `transA` (its A is `[K, M]`), nodes
+/// inside subgraphs (their values cannot be exposed), and embeddings (no activation).
+pub fn linear_inputs(model: &Model, config: &BlockwiseConfig) -> Vec<LinearInput> {
+    let graph = &model.graph;
+    let heads = lm_head::lm_heads(graph);
+    let mut out = Vec::new();
+    for idx in graph.topo_order() {
+        let Some(op) = rule_op(graph, idx) else {
+            continue;
+        };
+        if op == "Gather" || selected(graph, idx, &op, config, &heads).is_err() {
+            continue;
+        }
+        let node = &graph[idx];
+        let int_attr = |name: &str| node.attr(name).and_then(|v| v.as_int()).unwrap_or(0);
+        if op == "Gemm" && int_attr("transA") != 0 {
+            continue;
+        }
+        let k_axis = usize::from(op == "Gemm" && int_attr("transB") != 0);
+        let (Some(a), Some(b)) = (graph.input(idx, 0), graph.input(idx, 1)) else {
+            continue;
+        };
+        if graph.constant(a).is_some() {
+            continue;
+        }
+        let Some(k) = graph.constant(b).and_then(|t| match *t.shape() {
+            [r, c] => Some(if k_axis == 0 { r } else { c }),
+            _ => None,
+        }) else {
+            continue;
+        };
+        out.push(LinearInput {
+            node: label(graph, idx),
+            weight: graph.value_name(b).to_string(),
+            activation: graph.value_name(a).to_string(),
+            k,
+        });
+    }
+    out
 }
 
 /// [`quantize_blockwise`] with the integers chosen by `quantizer`.

@@ -140,8 +140,8 @@ impl BlockQuantized {
     }
 }
 
-/// Chooses the integers of one weight. RTN is the only method today; accuracy-aware ones
-/// (GPTQ, AWQ) implement this with the calibration statistics they need.
+/// Chooses the integers of one weight: [`Rtn`], or an accuracy-aware method with the
+/// calibration statistics it needs ([`Gptq`](super::Gptq)).
 pub trait BlockQuantizer {
     /// Quantizes `w` (row-major `[k, n]`, float32) of the weight named `name`.
     fn quantize(
@@ -201,6 +201,24 @@ fn quantize_row(row: &[f32], recip: &[f32], zps: &[i32], (qmin, qmax): (i32, i32
     }
 }
 
+/// The integer for `x` on the grid of reciprocal scale `recip` and zero point `zp`:
+/// `clamp(round(x * recip) + zp)`, as ONNX Runtime rounds (half away from zero, float32).
+pub(super) fn round_to_grid(x: f32, recip: f32, zp: i32, (qmin, qmax): (i32, i32)) -> i32 {
+    // `as` saturates and maps NaN to 0, so a NaN lands on the zero point.
+    round_half_away(x * recip)
+        .saturating_add(zp)
+        .clamp(qmin, qmax)
+}
+
+/// The reciprocal of `scale` that [`round_to_grid`] multiplies by (0 for a zero scale).
+pub(super) fn reciprocal(scale: f32) -> f32 {
+    if scale != 0.0 {
+        1.0 / scale
+    } else {
+        0.0
+    }
+}
+
 /// Quantizes the row-major `[k, n]` matrix `w` block-wise along k by rounding to nearest.
 pub fn quantize_rtn(
     w: &[f32],
@@ -242,7 +260,7 @@ pub fn quantize_rtn(
             let (s, z) = params.scale_zero_point(lo[c], hi[c]);
             scales[b * n + c] = s;
             zero_points[b * n + c] = (z - qmin) as u8;
-            recip[c] = if s != 0.0 { 1.0 / s } else { 0.0 };
+            recip[c] = reciprocal(s);
             zps[c] = z;
         }
         for r in rows {

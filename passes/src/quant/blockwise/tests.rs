@@ -787,3 +787,49 @@ fn each_weight_is_quantized_once_and_reported_in_graph_order() {
         vec!["w0", "w1", "w2", "w4", "w5", "w6", "w7", "shared"]
     );
 }
+
+#[test]
+fn linear_inputs_name_each_weight_with_its_activation() {
+    let m = mlp(17, 64, 8);
+    let c = BlockwiseConfig::default();
+    assert_eq!(
+        linear_inputs(&m, &c),
+        vec![LinearInput {
+            node: "fc".into(),
+            weight: "fc.weight".into(),
+            activation: "x".into(),
+            k: 64,
+        }]
+    );
+    // Excluded nodes have no input to calibrate.
+    let excluded = BlockwiseConfig {
+        exclude_nodes: ["fc".to_string()].into(),
+        ..Default::default()
+    };
+    assert!(linear_inputs(&m, &excluded).is_empty());
+    // Gemm with transB reads W as [N, K]: K is its axis 1.
+    for trans_b in [false, true] {
+        let g = gemm_model(trans_b, 1.0, 1.0, &[4]);
+        let li = linear_inputs(&g, &c);
+        assert_eq!(li.len(), 1);
+        assert_eq!((li[0].weight.as_str(), li[0].k), ("W", 64));
+    }
+}
+
+#[test]
+fn gptq_goes_through_a_quantizer_with_statistics() {
+    let mut m = mlp(17, 64, 8);
+    let c = BlockwiseConfig {
+        method: WeightMethod::Gptq,
+        ..Default::default()
+    };
+    let err = quantize_blockwise(&mut m, &c).unwrap_err();
+    assert!(err.to_string().contains("Hessians"), "{err}");
+    // Without statistics for the weight the quantizer rounds to nearest, and says so.
+    let gptq = Gptq::new(GptqOptions::default());
+    let s = quantize_blockwise_with(&mut m, &c, &gptq).unwrap();
+    m.graph.verify().unwrap();
+    assert_eq!(s.nodes, vec!["fc"]);
+    assert_eq!(gptq.fallbacks().len(), 1);
+    assert_eq!(gptq.fallbacks()[0].weight, "fc.weight");
+}

@@ -1,0 +1,178 @@
+//! GPTQ's statistics: the float model runs over the calibration samples in ONNX Runtime with
+//! the input of every selected MatMul/Gemm exposed, and each run's values are folded into
+//! the `XᵀX` of that activation (f64, `K × K`) and dropped, so memory is one matrix per
+//! distinct activation (q/k/v projections share one) per worker, whatever the number of
+//! samples. Workers' matrices add up exactly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kiln_passes::quant::blockwise::{Gptq, GptqOptions, Hessian, LinearInput};
+use kiln_proto::onnx::ModelProto;
+
+use super::error::QuantizeError;
+use crate::calibrate::run::{fold_runs, Accumulate};
+use crate::calibrate::{CalibrationError, CalibrationOptions, Progress, Samples};
+
+/// The Hessians of a set of activations, by name.
+struct Hessians {
+    by_activation: BTreeMap<String, Hessian>,
+    samples: u64,
+}
+
+impl Accumulate for Hessians {
+    fn fold(&mut self, name: &str, values: &[f32]) -> Result<(), CalibrationError> {
+        match self.by_activation.get_mut(name) {
+            Some(h) => h
+                .add_rows(values)
+                .map_err(|e| CalibrationError::layout(name, e)),
+            None => Ok(()),
+        }
+    }
+
+    fn end_sample(&mut self) {
+        self.samples += 1;
+    }
+}
+
+/// What [`collect`] gathered.
+pub(super) struct Collected {
+    /// `XᵀX` of each activation.
+    pub hessians: BTreeMap<String, Hessian>,
+    /// Samples run.
+    pub samples: u64,
+}
+
+/// Runs `model` (the float model) over `samples` and accumulates the Hessian of every
+/// activation `inputs` name.
+pub(super) fn collect(
+    model: &ModelProto,
+    inputs: &[LinearInput],
+    samples: Samples,
+    options: &CalibrationOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Collected, QuantizeError> {
+    let mut ks: BTreeMap<&str, usize> = BTreeMap::new();
+    for li in inputs {
+        let k = *ks.entry(li.activation.as_str()).or_insert(li.k);
+        if k != li.k {
+            return Err(QuantizeError::Options(format!(
+                "'{}' is multiplied by weights of K {k} and {} (node '{}')",
+                li.activation, li.k, li.node
+            )));
+        }
+    }
+    let names: Vec<String> = ks.keys().map(|s| s.to_string()).collect();
+    let new = || {
+        Ok(Hessians {
+            by_activation: ks
+                .iter()
+                .map(|(name, &k)| (name.to_string(), Hessian::new(k)))
+                .collect(),
+            samples: 0,
+        })
+    };
+    let parts = fold_runs(model, &names, samples, options, progress, &new)?;
+    let mut parts = parts.into_iter();
+    let mut all = match parts.next() {
+        Some(p) => p,
+        None => new()?,
+    };
+    for part in parts {
+        for (name, h) in part.by_activation {
+            if let Some(mine) = all.by_activation.get_mut(&name) {
+                mine.merge(&h).map_err(CalibrationError::Merge)?;
+            }
+        }
+        all.samples += part.samples;
+    }
+    Ok(Collected {
+        hessians: all.by_activation,
+        samples: all.samples,
+    })
+}
+
+/// A [`Gptq`] quantizer with each weight's Hessian: its activation's (shared, not copied,
+/// between weights reading the same input), or the sum over the activations it multiplies
+/// when several nodes read it. A weight left without one is rounded to nearest.
+pub(super) fn quantizer(
+    inputs: &[LinearInput],
+    hessians: BTreeMap<String, Hessian>,
+    options: GptqOptions,
+) -> Gptq {
+    let shared: BTreeMap<String, Arc<Hessian>> = hessians
+        .into_iter()
+        .map(|(name, h)| (name, Arc::new(h)))
+        .collect();
+    let mut by_weight: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for li in inputs {
+        let acts = by_weight.entry(li.weight.as_str()).or_default();
+        if !acts.contains(&li.activation.as_str()) {
+            acts.push(li.activation.as_str());
+        }
+    }
+    let mut gptq = Gptq::new(options);
+    for (weight, acts) in by_weight {
+        let mut hs = acts.iter().filter_map(|a| shared.get(*a));
+        let Some(first) = hs.next() else {
+            continue;
+        };
+        let mut sum: Option<Hessian> = None;
+        let mut ok = true;
+        for h in hs {
+            let s = sum.get_or_insert_with(|| (**first).clone());
+            ok &= s.merge(h).is_ok();
+        }
+        match (sum, ok) {
+            (None, _) => gptq.insert(weight, first.clone()),
+            (Some(s), true) => gptq.insert(weight, Arc::new(s)),
+            // Differing K: no statistics, the quantizer says so and rounds to nearest.
+            (Some(_), false) => {}
+        }
+    }
+    gptq
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn li(node: &str, weight: &str, activation: &str, k: usize) -> LinearInput {
+        LinearInput {
+            node: node.into(),
+            weight: weight.into(),
+            activation: activation.into(),
+            k,
+        }
+    }
+
+    fn hessian(k: usize, x: &[f32]) -> Hessian {
+        let mut h = Hessian::new(k);
+        h.add_rows(x).unwrap();
+        h
+    }
+
+    #[test]
+    fn weights_share_or_sum_their_activations_hessians() {
+        let inputs = [
+            li("q", "wq", "x", 2),
+            li("k", "wk", "x", 2),
+            li("a", "shared", "x", 2),
+            li("b", "shared", "y", 2),
+        ];
+        let hs = BTreeMap::from([
+            ("x".to_string(), hessian(2, &[1.0, 2.0])),
+            ("y".to_string(), hessian(2, &[3.0, 0.0])),
+        ]);
+        let g = quantizer(&inputs, hs, GptqOptions::default());
+        let x = [1.0, 2.0, 2.0, 4.0];
+        assert_eq!(g.hessian("wq").unwrap().dense(), x);
+        assert!(std::ptr::eq(
+            g.hessian("wq").unwrap(),
+            g.hessian("wk").unwrap()
+        ));
+        assert_eq!(g.hessian("shared").unwrap().dense(), [10.0, 2.0, 2.0, 4.0]);
+        assert_eq!(g.hessian("shared").unwrap().rows(), 2);
+        assert!(g.hessian("other").is_none());
+    }
+}

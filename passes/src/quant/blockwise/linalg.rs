@@ -1,0 +1,173 @@
+//! The dense linear algebra GPTQ needs, in f64 on row-major `n × n` matrices: Cholesky
+//! factorization, the inverse of a triangular factor, and from them the upper Cholesky factor
+//! of a matrix's inverse.
+
+/// Why a factorization failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct NotPositiveDefinite {
+    /// The pivot that was not positive.
+    pub index: usize,
+}
+
+/// The lower Cholesky factor `L` of the symmetric `a` (`a = L Lᵀ`), reading only the lower
+/// triangle of `a`; fails on a pivot that is not positive and finite.
+pub(super) fn cholesky_lower(a: &[f64], n: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
+    let mut l = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let dot: f64 = (0..j).map(|p| l[i * n + p] * l[j * n + p]).sum();
+            let v = a[i * n + j] - dot;
+            if i == j {
+                if !(v > 0.0 && v.is_finite()) {
+                    return Err(NotPositiveDefinite { index: i });
+                }
+                l[i * n + i] = v.sqrt();
+            } else {
+                l[i * n + j] = v / l[j * n + j];
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// The inverse of the lower-triangular `l` with a nonzero diagonal (lower-triangular too).
+pub(super) fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
+    let mut inv = vec![0f64; n * n];
+    // Row by row (contiguous access): row i of L⁻¹ is (e_i − Σ_{p<i} L[i][p] · row p) / L[i][i].
+    for i in 0..n {
+        let (done, rest) = inv.split_at_mut(i * n);
+        let row = &mut rest[..n];
+        row[i] = 1.0;
+        for p in 0..i {
+            let c = l[i * n + p];
+            if c != 0.0 {
+                for (x, &m) in row[..=p].iter_mut().zip(&done[p * n..p * n + p + 1]) {
+                    *x -= c * m;
+                }
+            }
+        }
+        let d = l[i * n + i];
+        for x in &mut row[..=i] {
+            *x /= d;
+        }
+    }
+    inv
+}
+
+/// The upper-triangular `U` with `a⁻¹ = Uᵀ U`, for a symmetric positive definite `a` (what
+/// GPTQ propagates errors with: row `i` of `U` over its diagonal is how the error of input
+/// `i` spreads to the inputs after it).
+pub(super) fn upper_cholesky_of_inverse(
+    a: &[f64],
+    n: usize,
+) -> Result<Vec<f64>, NotPositiveDefinite> {
+    let l = cholesky_lower(a, n)?;
+    let m = invert_lower(&l, n);
+    // a⁻¹ = L⁻ᵀ L⁻¹ = Mᵀ M; only its lower triangle is read by the next factorization.
+    // (Mᵀ M)[i][j] = Σ_p M[p][i] M[p][j]: summed as outer products of the rows of M (row p
+    // is nonzero up to p), which reads both matrices contiguously.
+    let mut inv = vec![0f64; n * n];
+    for p in 0..n {
+        let mp = &m[p * n..p * n + p + 1];
+        for (i, &mi) in mp.iter().enumerate() {
+            if mi != 0.0 {
+                for (x, &mj) in inv[i * n..i * n + i + 1].iter_mut().zip(mp) {
+                    *x += mi * mj;
+                }
+            }
+        }
+    }
+    let l2 = cholesky_lower(&inv, n)?;
+    let mut u = vec![0f64; n * n];
+    for i in 0..n {
+        for j in i..n {
+            u[i * n + j] = l2[j * n + i];
+        }
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+        let mut c = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                c[i * n + j] = (0..n).map(|p| a[i * n + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    fn transpose(a: &[f64], n: usize) -> Vec<f64> {
+        let mut t = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                t[j * n + i] = a[i * n + j];
+            }
+        }
+        t
+    }
+
+    fn close(a: &[f64], b: &[f64], tol: f64) -> bool {
+        a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol)
+    }
+
+    /// A symmetric positive definite 4 × 4 matrix: Bᵀ B + I.
+    fn spd() -> Vec<f64> {
+        let b = [
+            1.0, 2.0, 0.5, -1.0, //
+            0.0, 1.5, -0.3, 2.0, //
+            0.7, 0.1, 3.0, 0.2, //
+            -0.4, 0.9, 0.0, 1.1,
+        ];
+        let mut a = matmul(&transpose(&b, 4), &b, 4);
+        for i in 0..4 {
+            a[i * 4 + i] += 1.0;
+        }
+        a
+    }
+
+    #[test]
+    fn cholesky_reconstructs() {
+        let a = spd();
+        let l = cholesky_lower(&a, 4).unwrap();
+        assert!(close(&matmul(&l, &transpose(&l, 4), 4), &a, 1e-12));
+        // Upper triangle of L is zero.
+        assert!((0..4).all(|i| (i + 1..4).all(|j| l[i * 4 + j] == 0.0)));
+    }
+
+    #[test]
+    fn lower_inverse_is_an_inverse() {
+        let l = cholesky_lower(&spd(), 4).unwrap();
+        let m = invert_lower(&l, 4);
+        let id: Vec<f64> = (0..16)
+            .map(|i| if i % 5 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        assert!(close(&matmul(&l, &m, 4), &id, 1e-12));
+    }
+
+    #[test]
+    fn upper_factor_of_the_inverse() {
+        let a = spd();
+        let u = upper_cholesky_of_inverse(&a, 4).unwrap();
+        // Uᵀ U a = I, and U is upper-triangular with a positive diagonal.
+        let inv = matmul(&transpose(&u, 4), &u, 4);
+        let id: Vec<f64> = (0..16)
+            .map(|i| if i % 5 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        assert!(close(&matmul(&inv, &a, 4), &id, 1e-10));
+        assert!((0..4).all(|i| u[i * 4 + i] > 0.0 && (0..i).all(|j| u[i * 4 + j] == 0.0)));
+    }
+
+    #[test]
+    fn refuses_what_is_not_positive_definite() {
+        // Eigenvalues 3 and -1.
+        let a = [1.0, 2.0, 2.0, 1.0];
+        assert_eq!(cholesky_lower(&a, 2), Err(NotPositiveDefinite { index: 1 }));
+        assert!(cholesky_lower(&[0.0], 1).is_err());
+        assert!(cholesky_lower(&[f64::NAN], 1).is_err());
+    }
+}
