@@ -171,43 +171,42 @@ impl BlockQuantizer for Rtn {
     }
 }
 
-/// Codes of one row: `clamp(round(x × recip) + zp, qmin, qmax) - qmin` per column, with
-/// `round` half away from zero (C's `roundf`) and NaN landing on the zero point: exactly
-/// `((x * recip).round() as i32).saturating_add(zp).clamp(qmin, qmax)`.
-///
-/// Written so the loop vectorizes (twice as fast as `round()`, a libm call on baseline
-/// x86-64, per element): bound, truncate, then step away from zero when the dropped fraction
-/// is at least one half. The fraction is exact (`y` and its truncation are within a factor
-/// of two, or the truncation is 0).
-fn quantize_row(row: &[f32], recip: &[f32], zps: &[i32], (qmin, qmax): (i32, i32), out: &mut [u8]) {
-    /// Past this, every zero point and integer range clamps the same way.
-    const BOUND: f32 = 1e9;
+/// Codes of one row: [`round_to_grid`] of every column, offset by `-qmin` into `out`. The
+/// loop vectorizes (about twice as fast as calling `round()`, a libm call on baseline x86-64,
+/// per element).
+fn quantize_row(row: &[f32], recip: &[f32], zps: &[i32], range: (i32, i32), out: &mut [u8]) {
     let columns = row.iter().zip(recip).zip(zps).zip(out.iter_mut());
     for (((&x, &r), &zp), code) in columns {
-        let y = (x * r).clamp(-BOUND, BOUND);
-        let y = if y.is_nan() { 0.0 } else { y };
-        // SAFETY: `y` is not NaN and lies in [-1e9, 1e9], inside i32's range.
-        let t = unsafe { y.to_int_unchecked::<i32>() };
-        let frac = y - t as f32;
-        let q = t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5) + zp;
-        let q = if q < qmin {
-            qmin
-        } else if q > qmax {
-            qmax
-        } else {
-            q
-        };
-        *code = (q - qmin) as u8;
+        *code = (round_to_grid(x, r, zp, range) - range.0) as u8;
     }
 }
 
 /// The integer for `x` on the grid of reciprocal scale `recip` and zero point `zp`:
-/// `clamp(round(x * recip) + zp)`, as ONNX Runtime rounds (half away from zero, float32).
+/// `clamp(round(x * recip) + zp)`, as ONNX Runtime rounds (half away from zero, float32, C's
+/// `roundf`), NaN landing on the zero point: exactly
+/// `((x * recip).round() as i32).saturating_add(zp).clamp(qmin, qmax)`.
+///
+/// Written without `round()` and saturating casts so loops over it vectorize: bound,
+/// truncate, then step away from zero when the dropped fraction is at least one half. The
+/// fraction is exact (`y` and its truncation are within a factor of two, or the truncation
+/// is 0).
+#[inline]
 pub(super) fn round_to_grid(x: f32, recip: f32, zp: i32, (qmin, qmax): (i32, i32)) -> i32 {
-    // `as` saturates and maps NaN to 0, so a NaN lands on the zero point.
-    round_half_away(x * recip)
-        .saturating_add(zp)
-        .clamp(qmin, qmax)
+    /// Past this, every zero point and integer range clamps the same way.
+    const BOUND: f32 = 1e9;
+    let y = (x * recip).clamp(-BOUND, BOUND);
+    let y = if y.is_nan() { 0.0 } else { y };
+    // SAFETY: `y` is not NaN and lies in [-1e9, 1e9], inside i32's range.
+    let t = unsafe { y.to_int_unchecked::<i32>() };
+    let frac = y - t as f32;
+    let q = t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5) + zp;
+    if q < qmin {
+        qmin
+    } else if q > qmax {
+        qmax
+    } else {
+        q
+    }
 }
 
 /// The reciprocal of `scale` that [`round_to_grid`] multiplies by (0 for a zero scale).
