@@ -84,7 +84,8 @@ pub fn compile(
     for (input, high) in index_bounds(&model) {
         synthetic.int_high.entry(input).or_insert(high);
     }
-    let float_inputs = Session::from_model_with(&original, &options.session)?.inputs();
+    // Read from the protobuf: a session made only to list the inputs would load every weight.
+    let float_inputs = crate::runtime::declared_inputs(&original);
     let first = first_sample(&options.calibration, &float_inputs, &synthetic)?;
     let fixed = if profile.shapes.static_shapes {
         static_shapes(&model, &first, &profile)?

@@ -30,7 +30,7 @@ use kiln_passes::quant::{dynamic, qdq, PinFloat, QuantConfig, QuantType};
 use crate::calibrate::{
     open_samples_with, saturation, CalibrationData, CalibrationOptions, Method, Progress,
 };
-use crate::runtime::{capturable_names, Session, SessionOptions};
+use crate::runtime::{capturable_names, declared_inputs, SessionOptions};
 use crate::validate::SyntheticSpec;
 use crate::value::NamedValues;
 
@@ -232,18 +232,9 @@ pub fn quantize(
         spec.int_high.entry(input).or_insert(high);
     }
     let float_proto = float.to_proto();
-    // The float model's inputs as ONNX Runtime sees them, for reading samples; modes that
-    // need no samples skip loading it (a session holds another copy of every weight).
-    let needs_samples = options.check.is_some()
-        || !matches!(
-            options.mode,
-            Mode::Dynamic { samples: None } | Mode::WeightOnly { samples: None, .. }
-        );
-    let float_inputs = if needs_samples {
-        Session::from_model_with(&float_proto, &options.session)?.inputs()
-    } else {
-        Vec::new()
-    };
+    // The float model's inputs as ONNX Runtime sees them, for reading samples: read from the
+    // protobuf, since a session made only to list them would load every weight.
+    let float_inputs = declared_inputs(&float_proto);
     // Samples the accuracy is measured on when no held-out set is given.
     let mut in_sample: Option<CalibrationData> = None;
 

@@ -14,6 +14,7 @@
 
 mod capture;
 mod convert;
+mod declared;
 mod env;
 mod error;
 mod ffi;
@@ -24,6 +25,7 @@ mod timing;
 
 pub use capture::{capturable_names, capture, expose_outputs};
 pub use convert::{data_type_from_ort, data_type_to_ort};
+pub use declared::declared_inputs;
 pub use env::{environment, library_path};
 pub use error::RuntimeError;
 pub use locate::{

@@ -721,3 +721,35 @@ fn past_the_limit_weights_go_to_ort_from_memory() {
     drop(loaded);
     assert_eq!(routed.run(&inputs).unwrap(), want);
 }
+
+#[test]
+fn declared_inputs_are_what_ort_reports() {
+    let elem = tensor_type(DataType::Float, &["K"]);
+    let mut with_initializer_input = matmul_model();
+    // An initializer listed as an input too: ORT lists it as overridable, not as an input.
+    let g = with_initializer_input.graph.as_mut().unwrap();
+    g.input
+        .push(vi("b", tensor_type(DataType::Float, &["256"])));
+    let mut unnamed = identity_model(tensor_type(DataType::Int64, &["batch", "3", "?"]), 17);
+    // A dim with neither value nor name.
+    let dims = match &mut unnamed.graph.as_mut().unwrap().input[0].r#type {
+        Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(t)),
+            ..
+        }) => &mut t.shape.as_mut().unwrap().dim,
+        _ => unreachable!(),
+    };
+    dims[2].value = None;
+    for m in [
+        add_model(),
+        chain_model(false),
+        with_initializer_input,
+        unnamed,
+        identity_model(seq_type(elem.clone()), 17),
+        identity_model(optional_type(elem), 18),
+        identity_model(tensor_type(DataType::Float16, &["2", "N"]), 17),
+    ] {
+        let ort = Session::from_model(&m).unwrap().inputs();
+        assert_eq!(declared_inputs(&m), ort);
+    }
+}
