@@ -70,7 +70,9 @@ fn hex(d: &[u8]) -> String {
 }
 
 /// Digest of calibration data: a path's files (sorted, relative name and bytes), or the
-/// synthetic generator's parameters.
+/// synthetic generator's parameters. A folder holding `test_data_set_*` folders (a model's
+/// folder, say) is read only through those, so only they are digested; files are streamed
+/// through the hash, never held whole.
 pub fn data_digest(data: &CalibrationData) -> std::io::Result<(String, String)> {
     match data {
         CalibrationData::Synthetic { count, seed } => {
@@ -80,12 +82,18 @@ pub fn data_digest(data: &CalibrationData) -> std::io::Result<(String, String)> 
         CalibrationData::Path(p) => {
             let mut files = Vec::new();
             walk(p, p, &mut files)?;
+            if files
+                .iter()
+                .any(|(rel, _)| rel.starts_with("test_data_set_"))
+            {
+                files.retain(|(rel, _)| rel.starts_with("test_data_set_"));
+            }
             files.sort();
             let mut h = Sha256::new();
             for (rel, path) in &files {
                 h.update(rel.as_bytes());
                 h.update([0]);
-                h.update(std::fs::read(path)?);
+                hash_file(&mut h, path)?;
             }
             let name = p
                 .file_name()
@@ -95,6 +103,21 @@ pub fn data_digest(data: &CalibrationData) -> std::io::Result<(String, String)> 
                 format!("{name} ({} files)", files.len()),
                 hex(&h.finalize()),
             ))
+        }
+    }
+}
+
+/// Feeds the file at `path` to `h` in chunks.
+fn hash_file(h: &mut Sha256, path: &Path) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -118,6 +141,26 @@ fn walk(root: &Path, p: &Path, out: &mut Vec<(String, std::path::PathBuf)>) -> s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calibration_digest_covers_the_samples_read() {
+        // A model folder: the model and its weights are not calibration data.
+        let dir = tempfile::tempdir().unwrap();
+        let set = dir.path().join("test_data_set_0");
+        std::fs::create_dir(&set).unwrap();
+        std::fs::write(set.join("input_0.pb"), b"sample").unwrap();
+        std::fs::write(dir.path().join("model.onnx"), b"model v1").unwrap();
+        let data = CalibrationData::Path(dir.path().to_path_buf());
+        let (text, first) = data_digest(&data).unwrap();
+        assert!(text.ends_with("(1 files)"), "{text}");
+        std::fs::write(dir.path().join("model.onnx"), b"model v2").unwrap();
+        assert_eq!(data_digest(&data).unwrap().1, first);
+        std::fs::write(set.join("input_0.pb"), b"other sample").unwrap();
+        assert_ne!(data_digest(&data).unwrap().1, first);
+        // A plain folder of files: every file counts.
+        let (text, _) = data_digest(&CalibrationData::Path(set)).unwrap();
+        assert!(text.ends_with("(1 files)"), "{text}");
+    }
 
     #[test]
     fn sha256_of_abc() {
