@@ -61,57 +61,135 @@ pub(super) fn encode(q: &BlockQuantized) -> Result<NBitsTensors, TensorError> {
     })
 }
 
-/// Rows (and columns) of the codes handled per tile: the reads of a tile are 64 rows of 64
-/// contiguous codes and its writes 64 short runs, all in L1, instead of one cache miss per
-/// code for a column-by-column walk of a row-major matrix.
+/// Rows (and columns) of the codes the scalar edges handle per tile, so their strided reads
+/// stay in L1.
 const TILE: usize = 64;
+
+/// The 8 × 8 transposes go band by band, so reads and writes stay in L1.
+const BAND_ROWS: usize = 128;
+const BAND_COLUMNS: usize = 64;
 
 /// The codes transposed to `[N, n_blocks × block_size]` (rows past K hold the last block's
 /// zero point), 4-bit codes packed two per byte with the first in the low nibble. Column `c`'s
 /// block `b` is then bytes `b × blob .. (b + 1) × blob` of row `c`: B's layout.
+///
+/// The bulk goes 8 × 8 codes at a time through a transpose in eight `u64`s (one load per
+/// row, one store per column); the ragged edges (K or N not a multiple of 8, rows past K)
+/// code by code.
 fn transpose_packed(q: &BlockQuantized, four: bool) -> Vec<u8> {
     let (k, n, nb, bs) = (q.k, q.n, q.n_blocks(), q.params.block_size);
     let padded = nb * bs;
     let row_bytes = if four { padded / 2 } else { padded };
     let mut out = vec![0u8; n * row_bytes];
-    // The zero point of the last block, which padding rows take.
-    let last_zp = |c: usize| q.zero_points[(nb - 1) * n + c];
-    // Rows up to K rounded up to even, so 4-bit pairs are whole; block sizes are even, so a
-    // pair never straddles two blocks, and its padded second row is the last block's.
-    let k_even = k.next_multiple_of(2).min(padded);
-    let rows = if four { k_even } else { k };
     let codes = &q.codes;
-    for r0 in (0..rows).step_by(TILE) {
-        let r1 = (r0 + TILE).min(rows);
-        // Only the very last pair can read past K (odd K): the fast loop stops before it.
-        let full = if r1 > k { r1 - 2 } else { r1 };
-        for c0 in (0..n).step_by(TILE) {
-            let c1 = (c0 + TILE).min(n);
-            for c in c0..c1 {
-                let row = &mut out[c * row_bytes..(c + 1) * row_bytes];
-                if four {
-                    for r in (r0..full).step_by(2) {
-                        row[r / 2] = codes[r * n + c] | (codes[(r + 1) * n + c] << 4);
-                    }
-                    if full < r1 {
-                        row[full / 2] = codes[full * n + c] | (last_zp(c) << 4);
-                    }
-                } else {
-                    for r in r0..r1 {
-                        row[r] = codes[r * n + c];
-                    }
-                }
+    let (k8, n8) = (k / 8 * 8, n / 8 * 8);
+    // Bands of 128 rows × 64 columns: 8 KiB of codes in, one output cache line per column.
+    let blocks = (0..k8)
+        .step_by(BAND_ROWS)
+        .flat_map(|rb| (0..n8).step_by(BAND_COLUMNS).map(move |cb| (rb, cb)))
+        .flat_map(|(rb, cb)| {
+            (rb..(rb + BAND_ROWS).min(k8))
+                .step_by(8)
+                .flat_map(move |r0| {
+                    (cb..(cb + BAND_COLUMNS).min(n8))
+                        .step_by(8)
+                        .map(move |c0| (r0, c0))
+                })
+        });
+    for (r0, c0) in blocks {
+        let mut a = [0u64; 8];
+        for (i, word) in a.iter_mut().enumerate() {
+            let at = (r0 + i) * n + c0;
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&codes[at..at + 8]);
+            *word = u64::from_le_bytes(bytes);
+        }
+        transpose8(&mut a);
+        for (j, &column) in a.iter().enumerate() {
+            let at = (c0 + j) * row_bytes;
+            if four {
+                out[at + r0 / 2..at + r0 / 2 + 4].copy_from_slice(&pack_pairs(column));
+            } else {
+                out[at + r0..at + r0 + 8].copy_from_slice(&column.to_le_bytes());
             }
         }
     }
-    // The padding rows after those.
-    let done = if four { k_even / 2 } else { k };
+    // The columns past the last full 8, on the rows done above; then the rows after them.
+    edges(q, four, 0..k8, n8..n, row_bytes, &mut out);
+    edges(q, four, k8..k, 0..n, row_bytes, &mut out);
+    // The padding rows after K.
+    let last_zp = |c: usize| q.zero_points[(nb - 1) * n + c];
+    let done = if four { k.div_ceil(2) } else { k };
     for c in 0..n {
         let zp = last_zp(c);
         let fill = if four { zp | (zp << 4) } else { zp };
         out[c * row_bytes + done..(c + 1) * row_bytes].fill(fill);
     }
     out
+}
+
+/// Transposes the 8 × 8 bytes of `a` (byte `j` of word `i` becomes byte `i` of word `j`), in
+/// three rounds of swapping 4 × 4, 2 × 2 and 1 × 1 blocks.
+fn transpose8(a: &mut [u64; 8]) {
+    for i in 0..4 {
+        let (x, y) = (a[i], a[i + 4]);
+        a[i] = (x & 0x0000_0000_FFFF_FFFF) | (y << 32);
+        a[i + 4] = (x >> 32) | (y & 0xFFFF_FFFF_0000_0000);
+    }
+    for i in [0, 1, 4, 5] {
+        let (x, y) = (a[i], a[i + 2]);
+        a[i] = (x & 0x0000_FFFF_0000_FFFF) | ((y & 0x0000_FFFF_0000_FFFF) << 16);
+        a[i + 2] = ((x >> 16) & 0x0000_FFFF_0000_FFFF) | (y & 0xFFFF_0000_FFFF_0000);
+    }
+    for i in [0, 2, 4, 6] {
+        let (x, y) = (a[i], a[i + 1]);
+        a[i] = (x & 0x00FF_00FF_00FF_00FF) | ((y & 0x00FF_00FF_00FF_00FF) << 8);
+        a[i + 1] = ((x >> 8) & 0x00FF_00FF_00FF_00FF) | (y & 0xFF00_FF00_FF00_FF00);
+    }
+}
+
+/// Eight 4-bit codes (one per byte of `v`, low byte first) packed two per byte, the first of
+/// each pair in the low nibble.
+fn pack_pairs(v: u64) -> [u8; 4] {
+    // Byte i becomes code i | code i+1 << 4; the even bytes are the pairs.
+    let t = (v | (v >> 4)) & 0x00FF_00FF_00FF_00FF;
+    let t = (t | (t >> 8)) & 0x0000_FFFF_0000_FFFF;
+    (((t | (t >> 16)) & 0xFFFF_FFFF) as u32).to_le_bytes()
+}
+
+/// Writes the codes of `rows` × `columns` into `out` one by one (`rows` starts even). A
+/// 4-bit pair whose second row is past K takes the last block's zero point there.
+fn edges(
+    q: &BlockQuantized,
+    four: bool,
+    rows: std::ops::Range<usize>,
+    columns: std::ops::Range<usize>,
+    row_bytes: usize,
+    out: &mut [u8],
+) {
+    let (k, n, nb) = (q.k, q.n, q.n_blocks());
+    let code = |r: usize, c: usize| {
+        if r < k {
+            q.codes[r * n + c]
+        } else {
+            q.zero_points[(nb - 1) * n + c]
+        }
+    };
+    for r0 in rows.clone().step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows.end);
+        for c in columns.clone() {
+            let row = &mut out[c * row_bytes..(c + 1) * row_bytes];
+            if four {
+                for r in (r0..r1).step_by(2) {
+                    row[r / 2] = code(r, c) | (code(r + 1, c) << 4);
+                }
+            } else {
+                for (r, slot) in (r0..r1).zip(&mut row[r0..r1]) {
+                    *slot = code(r, c);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
