@@ -76,7 +76,7 @@ impl Mapped {
     /// Opens and maps `path` read-only; an empty file maps to an empty `Bytes`.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let file = File::open(path)?;
-        let bytes = crate::pages::map_file(&file)?;
+        let bytes = crate::pages::map_file(&file, path)?;
         Ok(Self {
             path: path.to_path_buf(),
             bytes,

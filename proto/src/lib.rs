@@ -36,7 +36,7 @@ pub use error::{ExternalDataError, ProtoError};
 pub use external::{check_location, ExternalFile, MappedFiles};
 pub use limits::Limits;
 pub use load::{decode_model, load_model, LoadedModel};
-pub use pages::release_pages;
+pub use pages::{mapped_location, release_pages};
 pub use save::{
     encode_model, prepare_save, save_loaded, save_model, save_model_with_sources, ExternalData,
     PendingSave, SaveOptions, SaveSummary, DEFAULT_SIZE_THRESHOLD, PROTOBUF_LIMIT,

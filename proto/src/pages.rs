@@ -5,10 +5,12 @@
 //! A pass that reads a weight once (to quantize it, say) calls [`release_pages`] afterwards:
 //! the pages leave the process, the page cache keeps them, and a later read faults them back
 //! in from the file with the same contents. Reading a 4 GB model weight by weight then holds
-//! one weight's pages at a time, not 4 GB.
+//! one weight's pages at a time, not 4 GB. [`mapped_location`] says which file and offset a
+//! mapped weight comes from, for consumers that can read it from there themselves.
 
 use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -16,6 +18,8 @@ use bytes::Bytes;
 /// A read-only map of a whole file, shared by the `Bytes` slices made from it.
 struct MapOwner {
     map: memmap2::Mmap,
+    /// The file mapped, as it was opened.
+    path: PathBuf,
 }
 
 /// The owner `Bytes` holds: keeps the map alive while any slice of it is.
@@ -31,8 +35,8 @@ impl AsRef<[u8]> for SharedMap {
 /// one of them (advising heap memory to drop its pages would zero it).
 static LIVE: Mutex<Vec<Weak<MapOwner>>> = Mutex::new(Vec::new());
 
-/// Maps `file` read-only, whole; an empty file gives an empty `Bytes`.
-pub(crate) fn map_file(file: &File) -> io::Result<Bytes> {
+/// Maps `file` (opened from `path`) read-only, whole; an empty file gives an empty `Bytes`.
+pub(crate) fn map_file(file: &File, path: &Path) -> io::Result<Bytes> {
     if file.metadata()?.len() == 0 {
         return Ok(Bytes::new());
     }
@@ -40,12 +44,38 @@ pub(crate) fn map_file(file: &File) -> io::Result<Bytes> {
     // we rely on nobody truncating the file while it is mapped; if someone does, touching the
     // lost pages raises SIGBUS.
     let map = unsafe { memmap2::Mmap::map(file)? };
-    let owner = Arc::new(MapOwner { map });
+    let owner = Arc::new(MapOwner {
+        map,
+        path: path.to_path_buf(),
+    });
     let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
     live.retain(|w| w.strong_count() > 0);
     live.push(Arc::downgrade(&owner));
     drop(live);
     Ok(Bytes::from_owner(SharedMap(owner)))
+}
+
+/// The live map containing all of `data`, if any (held while the caller uses it).
+fn owner_of(data: &[u8]) -> Option<Arc<MapOwner>> {
+    if data.is_empty() {
+        return None;
+    }
+    let start = data.as_ptr() as usize;
+    let end = start + data.len();
+    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    live.iter().filter_map(Weak::upgrade).find(|o| {
+        let base = o.map.as_ptr() as usize;
+        start >= base && end <= base + o.map.len()
+    })
+}
+
+/// The file `data` was mapped from by loading (as it was opened: external data files by
+/// their canonical path) and its offset there; `None` for memory that is not such a map.
+/// Lets a consumer read a weight from its file instead of from memory (ONNX Runtime, say).
+pub fn mapped_location(data: &[u8]) -> Option<(PathBuf, u64)> {
+    let owner = owner_of(data)?;
+    let offset = data.as_ptr() as usize - owner.map.as_ptr() as usize;
+    Some((owner.path.clone(), offset as u64))
 }
 
 /// Drops the pages under `data` from this process when `data` lies in a file mapped by
@@ -56,22 +86,12 @@ pub(crate) fn map_file(file: &File) -> io::Result<Bytes> {
 /// `data` faults the same bytes back in from the file (from the page cache when it still holds
 /// them). Call it after the last read of a large weight that is read once.
 pub fn release_pages(data: &[u8]) -> usize {
-    if data.is_empty() {
-        return 0;
-    }
-    let start = data.as_ptr() as usize;
-    let end = start + data.len();
-    // Held while advising: a map found here cannot be unmapped (and its addresses reused)
-    // before we are done, since we also hold a strong reference to it.
-    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
-    let owner = live.iter().filter_map(Weak::upgrade).find(|o| {
-        let base = o.map.as_ptr() as usize;
-        start >= base && end <= base + o.map.len()
-    });
-    let Some(owner) = owner else {
+    // The strong reference held while advising: the map cannot be unmapped (and its
+    // addresses reused) before we are done.
+    let Some(owner) = owner_of(data) else {
         return 0;
     };
-    let offset = start - owner.map.as_ptr() as usize;
+    let offset = data.as_ptr() as usize - owner.map.as_ptr() as usize;
     advise_dont_need(&owner.map, offset, data.len())
 }
 
@@ -135,12 +155,16 @@ mod tests {
             .unwrap()
             .write_all(&content)
             .unwrap();
-        let bytes = map_file(&File::open(&path).unwrap()).unwrap();
+        let bytes = map_file(&File::open(&path).unwrap(), &path).unwrap();
         let sum: u64 = bytes.iter().map(|&b| b as u64).sum();
         let base = bytes.as_ptr() as usize;
         assert!(
             resident_kib(base) >= 4096,
             "reading did not fault the pages in"
+        );
+        assert_eq!(
+            mapped_location(&bytes[4096..8192]),
+            Some((path.clone(), 4096))
         );
         assert_eq!(release_pages(&bytes), bytes.len());
         assert!(
@@ -157,13 +181,14 @@ mod tests {
     fn memory_that_is_not_a_map_is_left_alone() {
         let heap = vec![7u8; 1 << 20];
         assert_eq!(release_pages(&heap), 0);
+        assert_eq!(mapped_location(&heap), None);
         assert!(heap.iter().all(|&b| b == 7));
         assert_eq!(release_pages(&[]), 0);
         // A map that is gone no longer counts, even if its address range is reused.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.bin");
         std::fs::write(&path, vec![1u8; 1 << 16]).unwrap();
-        let bytes = map_file(&File::open(&path).unwrap()).unwrap();
+        let bytes = map_file(&File::open(&path).unwrap(), &path).unwrap();
         let (ptr, len) = (bytes.as_ptr() as usize, bytes.len());
         drop(bytes);
         let live = LIVE.lock().unwrap();
