@@ -18,8 +18,8 @@ mod declared;
 mod env;
 mod error;
 mod ffi;
+mod large_model;
 mod locate;
-mod memory_files;
 mod session;
 mod timing;
 

@@ -14,7 +14,7 @@ use ort::AsPointer;
 
 use super::convert::{data_type_from_ort, from_ort, to_ort};
 use super::ffi::{self, OwnedValue};
-use super::memory_files;
+use super::large_model;
 use super::{environment, RuntimeError};
 use crate::value::{NamedValues, Value};
 
@@ -186,6 +186,15 @@ impl IoKind {
     }
 }
 
+/// Where the external data of a model loaded from memory is (see `large_model`).
+#[derive(Default)]
+struct External {
+    /// The folder its references resolve against.
+    folder: Option<std::path::PathBuf>,
+    /// In-memory files its references name.
+    files: Vec<(String, bytes::Bytes)>,
+}
+
 /// A model loaded into ONNX Runtime.
 pub struct Session {
     inner: ort::session::Session,
@@ -222,7 +231,9 @@ impl Session {
             });
         }
         let origin = path.display().to_string();
-        Session::commit(&origin, options, Vec::new(), |b| b.commit_from_file(path))
+        Session::commit(&origin, options, External::default(), |b| {
+            b.commit_from_file(path)
+        })
     }
 
     /// Loads a serialized model with default options; its weights must be embedded.
@@ -236,7 +247,7 @@ impl Session {
         bytes: &[u8],
         options: &SessionOptions,
     ) -> Result<Session, RuntimeError> {
-        Session::commit("<memory>", options, Vec::new(), |b| {
+        Session::commit("<memory>", options, External::default(), |b| {
             b.commit_from_memory(bytes)
         })
     }
@@ -287,10 +298,14 @@ impl Session {
             model: "<memory>".into(),
             message,
         };
-        if memory_files::needs_split(prost::Message::encoded_len(model) as u64, limit) {
-            let split = memory_files::split(model).map_err(model_err)?;
+        if large_model::needs_split(prost::Message::encoded_len(model) as u64, limit) {
+            let split = large_model::split(model).map_err(model_err)?;
             let bytes = split.model;
-            return Session::commit("<memory>", options, split.files, |b| {
+            let external = External {
+                folder: split.folder,
+                files: split.files,
+            };
+            return Session::commit("<memory>", options, external, |b| {
                 b.commit_from_memory(&bytes)
             });
         }
@@ -302,9 +317,10 @@ impl Session {
     fn commit(
         origin: &str,
         options: &SessionOptions,
-        memory_files: Vec<(String, bytes::Bytes)>,
+        external: External,
         load: impl FnOnce(&mut SessionBuilder) -> ort::Result<ort::session::Session>,
     ) -> Result<Session, RuntimeError> {
+        let memory_files = external.files;
         let env = environment()?;
         let model_err = |message: String| RuntimeError::Model {
             model: origin.to_string(),
@@ -329,7 +345,13 @@ impl Session {
                 .with_optimization_level(level)
                 .map_err(|e| model_err(e.to_string()))?;
         }
-        memory_files::register(&mut builder, &memory_files).map_err(model_err)?;
+        if let Some(folder) = &external.folder {
+            // The external references name files of this folder: ORT maps them itself.
+            builder = builder
+                .with_config_entry(large_model::FOLDER_KEY, folder.to_string_lossy())
+                .map_err(|e| model_err(e.to_string()))?;
+        }
+        large_model::register(&mut builder, &memory_files).map_err(model_err)?;
         // `ort` describes inputs and outputs while committing and panics on type shapes it
         // does not expect (a sequence of optionals, say); a bad model must not take Kiln down.
         let inner = catch_unwind(AssertUnwindSafe(|| load(&mut builder)))

@@ -682,7 +682,7 @@ fn matmul_model() -> ModelProto {
 }
 
 #[test]
-fn past_the_limit_weights_go_to_ort_from_memory() {
+fn past_the_limit_weights_reach_ort_from_their_files_or_from_memory() {
     // Saved with external data and loaded back, so the weights are slices of a mapped file;
     // a limit of 0 sends this small model down the route a > 2 GiB one takes.
     let dir = tempfile::tempdir().unwrap();
@@ -694,29 +694,40 @@ fn past_the_limit_weights_go_to_ort_from_memory() {
     let loaded = kiln_proto::load_model(&path).unwrap();
     let x: Vec<f32> = (0..256).map(|i| (i as f32 - 128.0) / 64.0).collect();
     let inputs = named(vec![("x", f32s(vec![1, 256], &x))]);
-
     let options = SessionOptions::as_written();
-    let mut routed = Session::from_model_routed(&loaded.model, &options, 0).unwrap();
+    let mut from_file = Session::from_path_with(&path, &options).unwrap();
+    let want = from_file.run(&inputs).unwrap();
+
+    // Every weight mapped from one file: ORT reads them from that file itself.
+    let split = super::large_model::split(&loaded.model).unwrap();
     assert_eq!(
-        routed.memory_files().len(),
-        2,
-        "both weights travel beside the protobuf"
+        split.folder,
+        Some(dir.path().canonicalize().unwrap()),
+        "the file route"
     );
+    assert!(split.files.is_empty());
+    let mut routed = Session::from_model_routed(&loaded.model, &options, 0).unwrap();
+    assert!(routed.memory_files().is_empty());
+    assert_eq!(routed.run(&inputs).unwrap(), want);
+
+    // A weight a pass made (heap bytes): every big weight goes to ORT from memory.
+    let mut changed = loaded.model.clone();
+    let b = &mut changed.graph.as_mut().unwrap().initializer[1];
+    b.raw_data = Bytes::from(b.raw_data.to_vec());
+    let mut routed = Session::from_model_routed(&changed, &options, 0).unwrap();
+    assert_eq!(routed.memory_files().len(), 2, "the memory route");
     let (_, w) = &routed.memory_files()[0];
     assert!(
         loaded.sources().locate(w).is_some(),
         "the mapped bytes themselves are handed over"
     );
-    let mut from_file = Session::from_path_with(&path, &options).unwrap();
-    let mut encoded = Session::from_model_with(&loaded.model, &options).unwrap();
-    assert!(
-        encoded.memory_files().is_empty(),
-        "a small model is encoded whole"
-    );
-    let want = from_file.run(&inputs).unwrap();
     assert_eq!(routed.run(&inputs).unwrap(), want);
-    assert_eq!(encoded.run(&inputs).unwrap(), want);
     assert_eq!(routed.inputs(), from_file.inputs());
+
+    // A small model is encoded whole.
+    let mut encoded = Session::from_model_with(&loaded.model, &options).unwrap();
+    assert!(encoded.memory_files().is_empty());
+    assert_eq!(encoded.run(&inputs).unwrap(), want);
     // Results do not depend on Kiln's copy of the model staying around.
     drop(loaded);
     assert_eq!(routed.run(&inputs).unwrap(), want);

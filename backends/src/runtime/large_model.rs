@@ -1,26 +1,37 @@
 //! Models past protobuf's 2 GiB limit, loaded without writing anything: the big initializers
-//! leave the protobuf as external data in "files" that live in memory, which ONNX Runtime
-//! reads through `AddExternalInitializersFromMemory` (the data stays where it is: a mapped
-//! model file, or the heap for weights a pass made).
+//! leave the protobuf as external data. Where every one of them is still a slice of a file
+//! loading mapped (the weights a pass did not change) and those files share a folder, the
+//! references point into those files and ONNX Runtime maps them itself, as it does for a
+//! model loaded from its path (one copy of the weights in memory). Otherwise they become
+//! "files" that live in memory, read through `AddExternalInitializersFromMemory` (the data
+//! stays where it is, but ONNX Runtime copies it while creating the session).
+
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use kiln_proto::onnx::tensor_proto::DataLocation;
-use kiln_proto::onnx::{ModelProto, StringStringEntryProto};
+use kiln_proto::onnx::{ModelProto, StringStringEntryProto, TensorProto};
 use ort::session::builder::SessionBuilder;
 use ort::AsPointer;
 
 use super::ffi;
 
-/// Initializers with at least this many bytes leave the protobuf on the memory route.
+/// Initializers with at least this many bytes leave the protobuf.
 const MIN_BYTES: usize = 1024;
 
-/// A model split for ONNX Runtime: the protobuf without its big initializers, and those as
-/// in-memory files it refers to by name.
-pub(crate) struct MemoryFiles {
+/// The session config key naming the folder external data is resolved against when a model
+/// is loaded from memory.
+pub(crate) const FOLDER_KEY: &str = "session.model_external_initializers_file_folder_path";
+
+/// A model split for ONNX Runtime: the protobuf without its big initializers, and where they
+/// are.
+pub(crate) struct Split {
     /// The encoded protobuf (small: big initializers are external references).
     pub model: Vec<u8>,
-    /// One file per moved initializer: its name (the `location`) and its bytes. The session
-    /// holds these for as long as it lives, since ONNX Runtime may keep reading them.
+    /// The folder the references resolve against (the file route).
+    pub folder: Option<PathBuf>,
+    /// The memory route's files: one per moved initializer, its name (the `location`) and
+    /// its bytes. The session holds these for as long as it lives.
     pub files: Vec<(String, Bytes)>,
 }
 
@@ -30,37 +41,86 @@ pub(crate) fn needs_split(encoded_len: u64, limit: u64) -> bool {
     encoded_len > limit
 }
 
-/// Moves the main graph's initializers of at least [`MIN_BYTES`] bytes out of `model` into
-/// in-memory files (no tensor bytes are copied) and encodes the rest.
-pub(crate) fn split(model: &ModelProto) -> Result<MemoryFiles, String> {
-    // Cheap: tensor bytes are reference counted.
+/// Moves the main graph's initializers of at least [`MIN_BYTES`] bytes out of `model` (no
+/// tensor bytes are copied) and encodes the rest: by the file route when it can, else the
+/// memory route.
+pub(crate) fn split(model: &ModelProto) -> Result<Split, String> {
+    if let Some(split) = split_to_files(model) {
+        return Ok(split);
+    }
+    split_to_memory(model)
+}
+
+/// The big initializers of `model`'s main graph, mutably.
+fn big_initializers(model: &mut ModelProto) -> impl Iterator<Item = &mut TensorProto> {
+    model
+        .graph
+        .iter_mut()
+        .flat_map(|g| g.initializer.iter_mut())
+        .filter(|t| {
+            t.raw_data.len() >= MIN_BYTES && t.data_location != DataLocation::External as i32
+        })
+}
+
+/// Makes `t` an external reference to `length` bytes at `offset` of `location`.
+fn refer(t: &mut TensorProto, location: String, offset: u64) -> Bytes {
+    let data = std::mem::take(&mut t.raw_data);
+    let entry = |key: &str, value: String| StringStringEntryProto {
+        key: key.to_string(),
+        value,
+    };
+    t.data_location = DataLocation::External as i32;
+    t.external_data = vec![
+        entry("location", location),
+        entry("offset", offset.to_string()),
+        entry("length", data.len().to_string()),
+    ];
+    data
+}
+
+/// The file route: every big initializer refers to the file it is mapped from, all in one
+/// folder; `None` when one is not mapped, the files are in different folders, or the rest
+/// would still pass the limit.
+fn split_to_files(model: &ModelProto) -> Option<Split> {
+    let mut out = model.clone();
+    let mut folder: Option<PathBuf> = None;
+    for t in big_initializers(&mut out) {
+        let (path, offset) = kiln_proto::mapped_location(&t.raw_data)?;
+        let path = path.canonicalize().ok()?;
+        let (parent, name) = (path.parent()?, path.file_name()?.to_str()?);
+        match &folder {
+            Some(f) if f != parent => return None,
+            Some(_) => {}
+            None => folder = Some(parent.to_path_buf()),
+        }
+        refer(t, name.to_string(), offset);
+    }
+    let model = kiln_proto::encode_model(&out).ok()?;
+    Some(Split {
+        model,
+        folder,
+        files: Vec::new(),
+    })
+}
+
+/// The memory route: every big initializer becomes an in-memory file of its own.
+fn split_to_memory(model: &ModelProto) -> Result<Split, String> {
     let mut out = model.clone();
     let mut files = Vec::new();
-    if let Some(graph) = out.graph.as_mut() {
-        for t in &mut graph.initializer {
-            if t.raw_data.len() < MIN_BYTES || t.data_location == DataLocation::External as i32 {
-                continue;
-            }
-            // A name that cannot be a path ORT would look for on disk.
-            let location = format!("kiln-memory-{}.bin", files.len());
-            let data = std::mem::take(&mut t.raw_data);
-            let entry = |key: &str, value: String| StringStringEntryProto {
-                key: key.to_string(),
-                value,
-            };
-            t.data_location = DataLocation::External as i32;
-            t.external_data = vec![
-                entry("location", location.clone()),
-                entry("offset", "0".into()),
-                entry("length", data.len().to_string()),
-            ];
-            files.push((location, data));
-        }
+    for t in big_initializers(&mut out) {
+        // A name that cannot be a path ORT would look for on disk.
+        let location = format!("kiln-memory-{}.bin", files.len());
+        let data = refer(t, location.clone(), 0);
+        files.push((location, data));
     }
     let model = kiln_proto::encode_model(&out).map_err(|e| {
         format!("{e} (even with every initializer of {MIN_BYTES} bytes or more moved out)")
     })?;
-    Ok(MemoryFiles { model, files })
+    Ok(Split {
+        model,
+        folder: None,
+        files,
+    })
 }
 
 /// Hands `files` to the session being built, so the external references made by [`split`]
@@ -152,6 +212,7 @@ mod tests {
             ..Default::default()
         };
         let split = split(&model).unwrap();
+        assert_eq!(split.folder, None, "heap bytes cannot take the file route");
         assert_eq!(split.files.len(), 1);
         assert_eq!(split.files[0].1.as_ptr(), big.as_ptr(), "bytes were copied");
         assert!(split.model.len() < 200, "{} bytes", split.model.len());
