@@ -1,8 +1,9 @@
 //! Models past protobuf's 2 GiB limit, loaded without writing anything: the big initializers
-//! leave the protobuf as external data. Where every one of them is still a slice of a file
-//! loading mapped (the weights a pass did not change) and those files share a folder, the
-//! references point into those files and ONNX Runtime maps them itself, as it does for a
-//! model loaded from its path (one copy of the weights in memory). Otherwise they become
+//! leave the protobuf as external data. Where they are slices of files loading mapped (the
+//! weights a pass did not change) and those files share a folder, the references point into
+//! those files and ONNX Runtime maps them itself, as it does for a
+//! model loaded from its path (one copy of the weights in memory); weights a pass made stay
+//! inside the protobuf when it then fits. Otherwise they become
 //! "files" that live in memory, read through `AddExternalInitializersFromMemory` (the data
 //! stays where it is, but ONNX Runtime copies it while creating the session).
 
@@ -78,14 +79,17 @@ fn refer(t: &mut TensorProto, location: String, offset: u64) -> Bytes {
     data
 }
 
-/// The file route: every big initializer refers to the file it is mapped from, all in one
-/// folder; `None` when one is not mapped, the files are in different folders, or the rest
-/// would still pass the limit.
+/// The file route: every big initializer mapped from a file refers to it (all such files in
+/// one folder), the others stay inside; `None` when the files are in different folders or
+/// what stays inside still passes the limit.
 fn split_to_files(model: &ModelProto) -> Option<Split> {
     let mut out = model.clone();
     let mut folder: Option<PathBuf> = None;
     for t in big_initializers(&mut out) {
-        let (path, offset) = kiln_proto::mapped_location(&t.raw_data)?;
+        // Weights a pass made (folded constants, say) stay in the protobuf.
+        let Some((path, offset)) = kiln_proto::mapped_location(&t.raw_data) else {
+            continue;
+        };
         let path = path.canonicalize().ok()?;
         let (parent, name) = (path.parent()?, path.file_name()?.to_str()?);
         match &folder {
@@ -211,8 +215,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        let split = split(&model).unwrap();
-        assert_eq!(split.folder, None, "heap bytes cannot take the file route");
+        // Nothing mapped, and it fits: the file route keeps everything inside.
+        let inside = split(&model).unwrap();
+        assert_eq!((inside.folder, inside.files.len()), (None, 0));
+        let split = split_to_memory(&model).unwrap();
         assert_eq!(split.files.len(), 1);
         assert_eq!(split.files[0].1.as_ptr(), big.as_ptr(), "bytes were copied");
         assert!(split.model.len() < 200, "{} bytes", split.model.len());

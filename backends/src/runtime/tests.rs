@@ -710,11 +710,25 @@ fn past_the_limit_weights_reach_ort_from_their_files_or_from_memory() {
     assert!(routed.memory_files().is_empty());
     assert_eq!(routed.run(&inputs).unwrap(), want);
 
-    // A weight a pass made (heap bytes): every big weight goes to ORT from memory.
+    // A weight a pass made (heap bytes) stays inside the protobuf, next to file references.
     let mut changed = loaded.model.clone();
     let b = &mut changed.graph.as_mut().unwrap().initializer[1];
     b.raw_data = Bytes::from(b.raw_data.to_vec());
+    let split = super::large_model::split(&changed).unwrap();
+    assert!(split.folder.is_some() && split.files.is_empty());
+    assert!(split.model.len() > 1024, "the heap weight is inside");
     let mut routed = Session::from_model_routed(&changed, &options, 0).unwrap();
+    assert_eq!(routed.run(&inputs).unwrap(), want);
+
+    // Weights from files in two folders: every big weight goes to ORT from memory.
+    let other = tempfile::tempdir().unwrap();
+    let other_path = other.path().join("m.onnx");
+    kiln_proto::save_model(&matmul_model(), &other_path, &opts).unwrap();
+    let other_loaded = kiln_proto::load_model(&other_path).unwrap();
+    let mut mixed = loaded.model.clone();
+    mixed.graph.as_mut().unwrap().initializer[1] =
+        other_loaded.model.graph.as_ref().unwrap().initializer[1].clone();
+    let mut routed = Session::from_model_routed(&mixed, &options, 0).unwrap();
     assert_eq!(routed.memory_files().len(), 2, "the memory route");
     let (_, w) = &routed.memory_files()[0];
     assert!(
