@@ -69,7 +69,8 @@ pub fn quantize_weight(
     if weight.dtype() != DataType::Float {
         return Err(WeightError::NotFloat(weight.dtype()));
     }
-    let data: Vec<f32> = weight.to_vec()?;
+    // Read once: a weight mapped from a model file gives its pages back as it is converted.
+    let data: Vec<f32> = weight.read_once()?;
     let shape = weight.shape().to_vec();
     let (qmin, qmax) = scheme.qrange();
     let (channels, inner) = match axis {
