@@ -369,8 +369,11 @@ pub fn quantize(
                         );
                     }
                     let inputs = linear_inputs(model, blockwise);
+                    // One worker (ORT's own threads use the cores): every worker holds a
+                    // K × K matrix per activation, and a session with every weight.
                     let calibration = CalibrationOptions {
                         intra_threads: options.session.intra_threads,
+                        workers: Some(1),
                         histogram_bins: 0,
                         ..CalibrationOptions::default()
                     };

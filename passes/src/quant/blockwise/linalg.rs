@@ -1,6 +1,27 @@
 //! The dense linear algebra GPTQ needs, in f64 on row-major `n × n` matrices: Cholesky
 //! factorization, the inverse of a triangular factor, and from them the upper Cholesky factor
-//! of a matrix's inverse.
+//! of a matrix's inverse; loops read rows contiguously and dot products keep four partial
+//! sums, so they vectorize.
+
+/// `Σ a_i b_i` over the shorter of the two, with four partial sums.
+pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
 
 /// Why a factorization failed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -15,8 +36,7 @@ pub(super) fn cholesky_lower(a: &[f64], n: usize) -> Result<Vec<f64>, NotPositiv
     let mut l = vec![0f64; n * n];
     for i in 0..n {
         for j in 0..=i {
-            let dot: f64 = (0..j).map(|p| l[i * n + p] * l[j * n + p]).sum();
-            let v = a[i * n + j] - dot;
+            let v = a[i * n + j] - dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
             if i == j {
                 if !(v > 0.0 && v.is_finite()) {
                     return Err(NotPositiveDefinite { index: i });
@@ -57,31 +77,28 @@ pub(super) fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
 /// The upper-triangular `U` with `a⁻¹ = Uᵀ U`, for a symmetric positive definite `a` (what
 /// GPTQ propagates errors with: row `i` of `U` over its diagonal is how the error of input
 /// `i` spreads to the inputs after it).
+///
+/// One factorization: with `J` the order reversal, `J a J = L Lᵀ` gives `a = Ũ Ũᵀ` for the
+/// upper-triangular `Ũ = J L J`, so `a⁻¹ = Ũ⁻ᵀ Ũ⁻¹` and `U = Ũ⁻¹ = J L⁻¹ J` (the Cholesky
+/// factor is unique, so this is the factor GPTQ computes as `chol(chol_inverse(a))ᵀ`).
 pub(super) fn upper_cholesky_of_inverse(
     a: &[f64],
     n: usize,
 ) -> Result<Vec<f64>, NotPositiveDefinite> {
-    let l = cholesky_lower(a, n)?;
-    let m = invert_lower(&l, n);
-    // a⁻¹ = L⁻ᵀ L⁻¹ = Mᵀ M; only its lower triangle is read by the next factorization.
-    // (Mᵀ M)[i][j] = Σ_p M[p][i] M[p][j]: summed as outer products of the rows of M (row p
-    // is nonzero up to p), which reads both matrices contiguously.
-    let mut inv = vec![0f64; n * n];
-    for p in 0..n {
-        let mp = &m[p * n..p * n + p + 1];
-        for (i, &mi) in mp.iter().enumerate() {
-            if mi != 0.0 {
-                for (x, &mj) in inv[i * n..i * n + i + 1].iter_mut().zip(mp) {
-                    *x += mi * mj;
-                }
-            }
+    let r = |i: usize| n - 1 - i;
+    let mut reversed = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            reversed[i * n + j] = a[r(i) * n + r(j)];
         }
     }
-    let l2 = cholesky_lower(&inv, n)?;
+    let l = cholesky_lower(&reversed, n).map_err(|e| NotPositiveDefinite { index: r(e.index) })?;
+    drop(reversed);
+    let m = invert_lower(&l, n);
     let mut u = vec![0f64; n * n];
     for i in 0..n {
         for j in i..n {
-            u[i * n + j] = l2[j * n + i];
+            u[i * n + j] = m[r(i) * n + r(j)];
         }
     }
     Ok(u)
@@ -160,6 +177,16 @@ mod tests {
             .collect();
         assert!(close(&matmul(&inv, &a, 4), &id, 1e-10));
         assert!((0..4).all(|i| u[i * 4 + i] > 0.0 && (0..i).all(|j| u[i * 4 + j] == 0.0)));
+    }
+
+    #[test]
+    fn dot_of_any_length() {
+        for len in 0..11 {
+            let a: Vec<f64> = (0..len).map(|i| i as f64 + 0.5).collect();
+            let b: Vec<f64> = (0..len).map(|i| 2.0 - i as f64).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - want).abs() < 1e-12, "{len}");
+        }
     }
 
     #[test]
