@@ -124,6 +124,35 @@ def first_output(model_path, data):
     return np.concatenate([np.asarray(sess.run([name], d)[0], np.float64).ravel() for d in data])
 
 
+def decode_logits(model_path, prompts, steps, tokens=None):
+    """Prefill each prompt, then `steps` decode steps feeding back the model's own KV cache;
+    the tokens fed are `tokens` (teacher forcing) or, when None, this model's argmax. Returns
+    (logits per step [steps + 1][samples], tokens fed)."""
+    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    outs = [o.name for o in sess.get_outputs()]
+    pasts = [i for i in sess.get_inputs() if i.name.startswith("past_key_values")]
+    per_step = [[] for _ in range(steps + 1)]
+    fed = []
+    for s, prompt in enumerate(prompts):
+        ids = prompt["input_ids"]
+        length = ids.shape[1]
+        feeds = dict(prompt)
+        mine = []
+        for step in range(steps + 1):
+            res = dict(zip(outs, sess.run(None, feeds)))
+            logits = res["logits"][:, -1, :]
+            per_step[step].append(logits.astype(np.float64))
+            nxt = int(np.argmax(logits)) if tokens is None else tokens[s][step]
+            mine.append(nxt)
+            feeds = {"input_ids": np.array([[nxt]], np.int64),
+                     "position_ids": np.array([[length + step]], np.int64),
+                     "attention_mask": np.ones((1, length + step + 1), np.int64)}
+            for p in pasts:
+                feeds[p.name] = res[p.name.replace("past_key_values", "present")]
+        fed.append(mine)
+    return per_step, fed
+
+
 def sqnr(ref, cand):
     err = float(np.sum((ref - cand) ** 2))
     return float("inf") if err == 0 else 10 * np.log10(float(np.sum(ref ** 2)) / err)
@@ -173,6 +202,8 @@ def main():
                 cells, times = [], []
                 for method, extra in (("rtn", []), ("gptq", []), ("gptq", ["--gptq-act-order"])):
                     out = os.path.join(work, f"kiln_{method}{'_ao' if extra else ''}_{tag}.onnx")
+                    if os.path.exists(out):
+                        os.remove(out)
                     cmd = [args.kiln, "quantize", src, "-o", out, "--weight-only", "int4",
                            "--block-size", str(block), "--weight-format", "matmulnbits",
                            "--weight-method", method] + extra
@@ -193,6 +224,8 @@ def main():
                         times.append(f"{m.wall_s:.2f} / {m.peak_rss_mib:.0f}")
                 for algo in ("rtn", "gptq"):
                     out = os.path.join(work, f"ort_{algo}_{tag}.onnx")
+                    if os.path.exists(out):
+                        os.remove(out)
                     m = run_measured([sys.executable, os.path.abspath(__file__), "--ort-worker", src, out,
                                       str(block), "1" if sym else "0", algo, cal])
                     if m.returncode != 0:
@@ -205,7 +238,42 @@ def main():
                         times.append(f"{m.wall_s:.2f} / {m.peak_rss_mib:.0f}")
                 print(f"| {name} | {block} | {'yes' if sym else 'no'} | " + " | ".join(cells + times) + " |",
                       flush=True)
+    if "llama_tiny" in args.models.split(","):
+        decode_table(args)
     return 1 if failed else 0
+
+
+def decode_table(args):
+    """Per-step logits SQNR over a prefill (the first 8 held-out tokens) and 16 decode steps
+    with each model's own KV cache, teacher-forced with the float model's greedy tokens."""
+    work = os.path.join(OUT, "llama_tiny")
+    src = os.path.join(ROOT, "models", "llama_tiny", "model.onnx")
+    prompts = []
+    for d in read_samples(os.path.join(work, "held_out")):
+        p = {k: (v[:, :8] if v.ndim == 2 else v) for k, v in d.items()}
+        prompts.append(p)
+    steps = 16
+    ref, tokens = decode_logits(src, prompts, steps)
+    print(f"\nllama_tiny decode: prefill of 8 tokens + {steps} steps with the KV cache fed back, "
+          f"teacher-forced with the float model's greedy tokens, {len(prompts)} prompts; logits SQNR dB "
+          "per step: mean (worst step)\n")
+    print("| block | sym | Kiln RTN | Kiln GPTQ | Kiln GPTQ act-order | ORT RTN | ORT GPTQ |")
+    print("|---|---|---|---|---|---|---|")
+    for block in [int(b) for b in args.blocks.split(",")]:
+        for sym in (True, False):
+            tag = f"b{block}_{'sym' if sym else 'asym'}"
+            cells = []
+            for f in (f"kiln_rtn_{tag}", f"kiln_gptq_{tag}", f"kiln_gptq_ao_{tag}", f"ort_rtn_{tag}",
+                      f"ort_gptq_{tag}"):
+                path = os.path.join(work, f + ".onnx")
+                if not os.path.exists(path):
+                    cells.append("-")
+                    continue
+                got, _ = decode_logits(path, prompts, steps, tokens)
+                per = [sqnr(np.concatenate([r.ravel() for r in a]), np.concatenate([c.ravel() for c in b]))
+                       for a, b in zip(ref, got)]
+                cells.append(f"{np.mean(per):.2f} ({min(per):.2f})")
+            print(f"| {block} | {'yes' if sym else 'no'} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
