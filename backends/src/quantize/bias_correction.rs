@@ -1,6 +1,7 @@
 //! `--bias-correction` in static mode: the weights are quantized once in a trial copy, the
 //! float model runs over the calibration samples in ONNX Runtime to measure the mean of each
-//! corrected layer's input per channel (streamed: one running sum per channel), the float
+//! corrected layer's input per channel (per channel and kernel tap for a Conv, so padding is
+//! exact; streamed: one running sum each), the float
 //! biases are shifted by the mean error of the weights
 //! ([`kiln_passes::quant::bias_correction`]), and the model is then quantized for real (the
 //! weights quantize the same; the biases now carry the correction).
@@ -82,7 +83,8 @@ pub(super) fn correct(
     })
 }
 
-/// The mean per channel of every target's activation over `samples`.
+/// The means each target needs over `samples`, by node: of its input per channel, or for a
+/// Conv per channel and kernel tap (padding read as zero).
 fn channel_means(
     float: &ModelProto,
     targets: &[BiasTarget],
@@ -90,11 +92,7 @@ fn channel_means(
     session: &SessionOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(BTreeMap<String, Vec<f64>>, u64), QuantizeError> {
-    let mut wanted: BTreeMap<String, (usize, ChannelAxis)> = BTreeMap::new();
-    for t in targets {
-        wanted.insert(t.activation.clone(), (t.channels, t.axis));
-    }
-    if wanted.is_empty() {
+    if targets.is_empty() {
         return Ok((BTreeMap::new(), 0));
     }
     let graph_inputs: HashSet<&str> = float
@@ -102,10 +100,12 @@ fn channel_means(
         .as_ref()
         .map(|g| g.input.iter().map(|i| i.name.as_str()).collect())
         .unwrap_or_default();
-    let exposed: Vec<String> = wanted
-        .keys()
+    let exposed: Vec<String> = targets
+        .iter()
+        .map(|t| t.activation.clone())
         .filter(|n| !graph_inputs.contains(n.as_str()))
-        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     // As written (no ONNX Runtime rewrites), like calibration.
     let options = SessionOptions {
@@ -114,9 +114,13 @@ fn channel_means(
     };
     let mut runner = Session::from_model_with(&expose_outputs(float, &exposed), &options)
         .map_err(CalibrationError::Session)?;
-    let mut sums: BTreeMap<String, (Vec<f64>, u64)> = wanted
+    // Per node: sums and the count each is over.
+    let mut sums: Vec<(Vec<f64>, u64)> = targets
         .iter()
-        .map(|(n, &(c, _))| (n.clone(), (vec![0.0; c], 0)))
+        .map(|t| {
+            let per = t.geometry.as_ref().map_or(1, |g| g.taps());
+            (vec![0.0; t.channels * per], 0)
+        })
         .collect();
     let (total, start) = (samples.len(), Instant::now());
     let mut done = 0u64;
@@ -128,38 +132,61 @@ fn channel_means(
                 sample: sample.label.clone(),
                 source,
             })?;
-        for (name, value) in outputs.iter().chain(&sample.values) {
-            let (Some(&(channels, axis)), Some((sum, rows))) =
-                (wanted.get(name), sums.get_mut(name))
+        for (t, (sum, count)) in targets.iter().zip(sums.iter_mut()) {
+            let Some((name, value)) = outputs
+                .iter()
+                .chain(&sample.values)
+                .find(|(n, _)| *n == t.activation)
             else {
                 continue;
             };
-            let Value::Tensor(t) = value else {
+            let Value::Tensor(tensor) = value else {
                 continue;
             };
-            let shape = t.shape();
-            let at = match axis {
-                ChannelAxis::Second => 1,
-                ChannelAxis::Last => shape.len().saturating_sub(1),
-            };
-            if shape.get(at) != Some(&channels) {
-                return Err(CalibrationError::layout(
-                    name.as_str(),
-                    format!("shape {shape:?} does not have {channels} channels at axis {at}"),
-                )
-                .into());
-            }
-            let inner: usize = shape[at + 1..].iter().product();
-            let values = t.to_f64_vec().ok_or_else(|| CalibrationError::NotFloat {
-                name: name.clone(),
-                got: value.describe(),
-            })?;
-            for (i, v) in values.iter().enumerate() {
-                if v.is_finite() {
-                    sum[(i / inner.max(1)) % channels] += v;
+            let shape = tensor.shape().to_vec();
+            let values = tensor
+                .to_f64_vec()
+                .ok_or_else(|| CalibrationError::NotFloat {
+                    name: name.clone(),
+                    got: value.describe(),
+                })?;
+            let layout = |reason: String| CalibrationError::layout(name.as_str(), reason);
+            match (&t.geometry, t.axis) {
+                (Some(geometry), _) => {
+                    if shape.get(1) != Some(&t.channels) {
+                        return Err(layout(format!(
+                            "shape {shape:?} does not have {} channels at axis 1",
+                            t.channels
+                        ))
+                        .into());
+                    }
+                    let (s, n) = geometry.tap_sums(&values, &shape).map_err(layout)?;
+                    for (a, b) in sum.iter_mut().zip(s) {
+                        *a += b;
+                    }
+                    *count += n;
+                }
+                (None, axis) => {
+                    let at = match axis {
+                        ChannelAxis::Second => 1,
+                        ChannelAxis::Last => shape.len().saturating_sub(1),
+                    };
+                    if shape.get(at) != Some(&t.channels) {
+                        return Err(layout(format!(
+                            "shape {shape:?} does not have {} channels at axis {at}",
+                            t.channels
+                        ))
+                        .into());
+                    }
+                    let inner: usize = shape[at + 1..].iter().product();
+                    for (i, v) in values.iter().enumerate() {
+                        if v.is_finite() {
+                            sum[(i / inner.max(1)) % t.channels] += v;
+                        }
+                    }
+                    *count += (values.len() / t.channels) as u64;
                 }
             }
-            *rows += (values.len() / channels) as u64;
         }
         done += 1;
         progress(Progress {
@@ -168,11 +195,12 @@ fn channel_means(
             elapsed: start.elapsed(),
         });
     }
-    let means = sums
-        .into_iter()
-        .map(|(n, (sum, rows))| {
-            let rows = rows.max(1) as f64;
-            (n, sum.into_iter().map(|s| s / rows).collect())
+    let means = targets
+        .iter()
+        .zip(sums)
+        .map(|(t, (sum, count))| {
+            let count = count.max(1) as f64;
+            (t.node.clone(), sum.into_iter().map(|s| s / count).collect())
         })
         .collect();
     Ok((means, done))

@@ -3,8 +3,10 @@
 //! rounding error of a layer's weights, `ε = W − Ŵ`, shifts the mean of its output by
 //! `E[x]·ε`, the same for every input; adding that shift to the layer's bias removes it.
 //!
-//! For `Conv` (`y_o = Σ W[o, i, s] x_i(s) + b_o`): `Δb_o = Σ_i E[x_i] Σ_s ε[o, i, s]` over the
-//! input channels of `o`'s group (padding ignored: a border sees fewer taps); for `Gemm`
+//! For `Conv` (`y_o(p) = Σ_{i,t} W[o, i, t] x_i(p·s + t·d − pad) + b_o`):
+//! `Δb_o = Σ_i Σ_t ε[o, i, t] · m[i, t]` over the input channels of `o`'s group, `m[i, t]` the
+//! mean over output positions of what tap `t` reads from channel `i` (zero where it falls in the
+//! padding: [`ConvGeometry::tap_sums`]), so borders are exact; for `Gemm`
 //! (`alpha·A·B + beta·C`, C of N values): `ΔC_n = alpha/beta · Σ_k E[a_k] ε[k, n]`; for `MatMul`
 //! followed by an `Add` of N constants: that constant takes `Σ_k E[a_k] ε[k, n]`.
 //!
@@ -24,6 +26,141 @@ pub enum ChannelAxis {
     Second,
     /// The last axis (`[…, K]`, MatMul and Gemm).
     Last,
+}
+
+/// How a Conv reads its input: enough to know what each kernel tap reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Kernel size per spatial dim.
+    pub kernel: Vec<usize>,
+    /// Strides.
+    pub strides: Vec<usize>,
+    /// Dilations.
+    pub dilations: Vec<usize>,
+    /// Padding.
+    pub pads: ConvPads,
+}
+
+/// A Conv's padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConvPads {
+    /// `pads`: begins, then ends.
+    Explicit {
+        /// Before each spatial dim.
+        begin: Vec<usize>,
+        /// After.
+        end: Vec<usize>,
+    },
+    /// `auto_pad = SAME_UPPER` (the odd pixel at the end).
+    SameUpper,
+    /// `auto_pad = SAME_LOWER` (the odd pixel at the start).
+    SameLower,
+}
+
+impl ConvGeometry {
+    /// Kernel taps (the product of the kernel's sizes).
+    pub fn taps(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    /// For `x` of shape `[N, C, spatial…]`: per channel and kernel tap (`[C, taps]`, taps in
+    /// row-major kernel order), the sum of the input values that tap reads over every output
+    /// position of every sample (a tap in the padding reads 0); and the number of (sample,
+    /// output position) pairs, the divisor that makes them means.
+    pub fn tap_sums(&self, x: &[f64], shape: &[usize]) -> Result<(Vec<f64>, u64), String> {
+        let rank = self.kernel.len();
+        if shape.len() != rank + 2 || x.len() != shape.iter().product::<usize>() {
+            return Err(format!(
+                "input of shape {shape:?} for a Conv with a {rank}-D kernel"
+            ));
+        }
+        let (n, c, dims) = (shape[0], shape[1], &shape[2..]);
+        // Per spatial dim and kernel index: the input coordinates that index reads, over the
+        // output positions (where it is not padding).
+        let mut reads: Vec<Vec<Vec<usize>>> = Vec::with_capacity(rank);
+        let mut positions = 1usize;
+        for (j, (&d, &k)) in dims.iter().zip(&self.kernel).enumerate() {
+            let (d, k) = (d as i64, k as i64);
+            let s = *self.strides.get(j).unwrap_or(&1) as i64;
+            let dil = *self.dilations.get(j).unwrap_or(&1) as i64;
+            let span = dil * (k - 1) + 1;
+            let (begin, out) = match &self.pads {
+                ConvPads::Explicit { begin, end } => {
+                    let (b, e) = (
+                        *begin.get(j).unwrap_or(&0) as i64,
+                        *end.get(j).unwrap_or(&0) as i64,
+                    );
+                    (b, (d + b + e - span).div_euclid(s.max(1)) + 1)
+                }
+                same => {
+                    let out = (d + s - 1) / s.max(1);
+                    let total = ((out - 1) * s + span - d).max(0);
+                    let b = if *same == ConvPads::SameUpper {
+                        total / 2
+                    } else {
+                        total - total / 2
+                    };
+                    (b, out)
+                }
+            };
+            if out <= 0 || s <= 0 {
+                return Err(format!("spatial dim {j} of size {d} gives no output"));
+            }
+            positions *= out as usize;
+            reads.push(
+                (0..k)
+                    .map(|t| {
+                        (0..out)
+                            .map(|o| o * s - begin + t * dil)
+                            .filter(|&i| (0..d).contains(&i))
+                            .map(|i| i as usize)
+                            .collect()
+                    })
+                    .collect(),
+            );
+        }
+        let plane: usize = dims.iter().product();
+        // Row-major strides of the spatial dims.
+        let mut stride = vec![1usize; rank];
+        for j in (0..rank.saturating_sub(1)).rev() {
+            stride[j] = stride[j + 1] * dims[j + 1];
+        }
+        let taps = self.taps();
+        let mut sums = vec![0f64; c * taps];
+        for t in 0..taps {
+            // The tap's index per dim, and the coordinate lists it reads.
+            let mut rest = t;
+            let mut lists: Vec<&[usize]> = vec![&[]; rank];
+            for j in (0..rank).rev() {
+                lists[j] = &reads[j][rest % self.kernel[j]];
+                rest /= self.kernel[j];
+            }
+            if lists.iter().any(|l| l.is_empty()) {
+                continue;
+            }
+            // Every spatial offset the tap reads (the product of the lists).
+            let mut offsets = vec![0usize];
+            for j in 0..rank {
+                let step = stride[j];
+                offsets = offsets
+                    .iter()
+                    .flat_map(|&o| lists[j].iter().map(move |&i| o + i * step))
+                    .collect();
+            }
+            for b in 0..n {
+                for ch in 0..c {
+                    let base = (b * c + ch) * plane;
+                    let total: f64 = offsets
+                        .iter()
+                        .map(|&o| x[base + o])
+                        .filter(|v| v.is_finite())
+                        .sum();
+                    sums[ch * taps + t] += total;
+                }
+            }
+        }
+        Ok((sums, (n * positions) as u64))
+    }
 }
 
 /// How a layer maps weight error to bias shift.
@@ -47,6 +184,9 @@ pub struct BiasTarget {
     pub channels: usize,
     /// Where they are.
     pub axis: ChannelAxis,
+    /// For a Conv, how it reads its input: the means needed are per channel and kernel tap
+    /// (`channels × taps` of them, [`ConvGeometry::tap_sums`]); else one per channel.
+    pub geometry: Option<ConvGeometry>,
     weight: ValueRef,
     bias: ValueRef,
     /// The node and input slot reading the bias (the Add's, for a MatMul).
@@ -123,10 +263,53 @@ pub fn bias_targets(model: &Model) -> (Vec<BiasTarget>, Vec<BiasSkipped>) {
         let int =
             |name: &str, default: i64| node.attr(name).and_then(|v| v.as_int()).unwrap_or(default);
         let float = |name: &str| node.attr(name).and_then(|v| v.as_float()).unwrap_or(1.0);
+        let mut geometry = None;
         let found = match op {
             "Conv" => {
                 let groups = int("group", 1).max(1) as usize;
+                let ints = |name: &str| -> Vec<usize> {
+                    node.attr(name)
+                        .and_then(|v| v.as_ints())
+                        .map(|v| v.iter().map(|&x| x.max(0) as usize).collect())
+                        .unwrap_or_default()
+                };
+                let spatial = shape.len().saturating_sub(2);
+                let ones = |v: Vec<usize>| if v.is_empty() { vec![1; spatial] } else { v };
+                let pads = match node
+                    .attr("auto_pad")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("NOTSET")
+                {
+                    "SAME_UPPER" => Some(ConvPads::SameUpper),
+                    "SAME_LOWER" => Some(ConvPads::SameLower),
+                    "VALID" => Some(ConvPads::Explicit {
+                        begin: vec![0; spatial],
+                        end: vec![0; spatial],
+                    }),
+                    "NOTSET" | "" => {
+                        let p = ints("pads");
+                        match p.len() {
+                            0 => Some(ConvPads::Explicit {
+                                begin: vec![0; spatial],
+                                end: vec![0; spatial],
+                            }),
+                            l if l == 2 * spatial => Some(ConvPads::Explicit {
+                                begin: p[..spatial].to_vec(),
+                                end: p[spatial..].to_vec(),
+                            }),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                geometry = pads.map(|pads| ConvGeometry {
+                    kernel: shape.get(2..).map(<[usize]>::to_vec).unwrap_or_default(),
+                    strides: ones(ints("strides")),
+                    dilations: ones(ints("dilations")),
+                    pads,
+                });
                 match (g.input(idx, 2), shape.as_slice()) {
+                    _ if geometry.is_none() => Err("unreadable pads or auto_pad"),
                     (None, _) => Err("no bias"),
                     (Some(b), [oc, icg, ..]) if bias_len(g, b) == Some(*oc) => Ok((
                         b,
@@ -181,6 +364,7 @@ pub fn bias_targets(model: &Model) -> (Vec<BiasTarget>, Vec<BiasSkipped>) {
                     activation: g.value_name(act).to_string(),
                     channels,
                     axis,
+                    geometry,
                     weight,
                     bias,
                     reader,
@@ -230,7 +414,8 @@ fn following_bias(
 }
 
 /// Shifts the bias of every target by its weights' mean error: Ŵ from the same-named node of
-/// `quantized`, `E[x]` from `means` (by activation name). Targets whose quantized weight or
+/// `quantized`, `E[x]` from `means` (by node name: per channel, or per channel and tap for a
+/// Conv). Targets whose quantized weight or
 /// mean is missing, or does not fit, are left alone and listed.
 pub fn correct_biases(
     model: &mut Model,
@@ -252,8 +437,8 @@ pub fn correct_biases(
             .and_then(|&q| dequantized_weight(&quantized.graph, q))
             .and_then(|w_hat| {
                 let mean = means
-                    .get(&t.activation)
-                    .ok_or_else(|| format!("no mean of '{}'", t.activation))?;
+                    .get(&t.node)
+                    .ok_or_else(|| format!("no mean of its input '{}'", t.activation))?;
                 shift(&model.graph, t, &w_hat, mean)
             });
         let shift = match shift {
@@ -367,6 +552,10 @@ fn dequantized_weight(g: &Graph, q: NodeIndex) -> Result<Tensor, String> {
     Tensor::from_vec(shape, deq).map_err(|e| e.to_string())
 }
 
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// The bias shift of target `t`: `E[x] · (W − Ŵ)` per output channel (see the module doc).
 fn shift(g: &Graph, t: &BiasTarget, w_hat: &Tensor, mean: &[f64]) -> Result<Vec<f64>, String> {
     let w = g.constant(t.weight).ok_or("the float weight is gone")?;
@@ -377,11 +566,12 @@ fn shift(g: &Graph, t: &BiasTarget, w_hat: &Tensor, mean: &[f64]) -> Result<Vec<
             w.shape()
         ));
     }
-    if mean.len() != t.channels {
+    let per_channel = t.geometry.as_ref().map_or(1, ConvGeometry::taps);
+    if mean.len() != t.channels * per_channel {
         return Err(format!(
-            "'{}' has {} channels, the weight expects {}",
-            t.activation,
+            "{} means of '{}', the weight expects {} channels × {per_channel}",
             mean.len(),
+            t.activation,
             t.channels
         ));
     }
@@ -395,14 +585,17 @@ fn shift(g: &Graph, t: &BiasTarget, w_hat: &Tensor, mean: &[f64]) -> Result<Vec<
         Layer::Conv { groups } => {
             let (oc, icg) = (shape[0], shape[1]);
             let taps: usize = shape[2..].iter().product();
+            if taps != per_channel {
+                return Err("the kernel is not the one the means were measured for".into());
+            }
             let per_group = (oc / groups).max(1);
             (0..oc)
                 .map(|o| {
                     let first = (o / per_group) * icg;
                     (0..icg)
                         .map(|i| {
-                            let at = (o * icg + i) * taps;
-                            mean[first + i] * err[at..at + taps].iter().sum::<f64>()
+                            let (at, m) = ((o * icg + i) * taps, (first + i) * taps);
+                            dot(&err[at..at + taps], &mean[m..m + taps])
                         })
                         .sum()
                 })
@@ -533,7 +726,7 @@ mod tests {
         // Ŵ: per output column (axis 1) scales 0.25 and 0.5.
         let q = quantized(&m, "mm", vec![0, 0, 1, 1, 2, 1], vec![0.25, 0.5], 1);
         // ε = W − Ŵ = [[0.1, 0.2], [0.05, -0.1], [0.0, 0.1]]
-        let means = BTreeMap::from([("x".to_string(), vec![1.0, 2.0, 3.0])]);
+        let means = BTreeMap::from([("mm".to_string(), vec![1.0, 2.0, 3.0])]);
         let (done, skipped) = correct_biases(&mut m, &q, &targets, &means);
         assert!(skipped.is_empty(), "{skipped:?}");
         assert_eq!(done.len(), 1);
@@ -567,14 +760,23 @@ mod tests {
         let (targets, _) = bias_targets(&m);
         assert_eq!(targets[0].channels, 2);
         assert_eq!(targets[0].axis, ChannelAxis::Second);
+        let geometry = targets[0].geometry.as_ref().unwrap();
+        assert_eq!(
+            (geometry.kernel.as_slice(), geometry.taps()),
+            (&[1, 2][..], 2)
+        );
         // Per output channel scales 0.25, 0.5: Ŵ = [[0.25, 0], [0, 0.5]] → ε sums 0.15, 0.
         let q = quantized(&m, "conv", vec![1, 0, 0, 1], vec![0.25, 0.5], 0);
-        let means = BTreeMap::from([("x".to_string(), vec![2.0, 10.0])]);
+        // Means per channel and tap: channel 0 reads 2 at both taps, channel 1 reads 10 and 4.
+        let means = BTreeMap::from([("conv".to_string(), vec![2.0, 2.0, 10.0, 4.0])]);
         let (done, _) = correct_biases(&mut m, &q, &targets, &means);
         assert_eq!(done.len(), 1);
         let b: Vec<f32> = m.graph.constant(b).unwrap().to_vec().unwrap();
-        // Output 0 reads channel 0 (mean 2): 2 · 0.15; output 1 reads channel 1: ε = −0.2 + 0.2.
-        assert!((b[0] - 0.3).abs() < 1e-6 && b[1].abs() < 1e-6, "{b:?}");
+        // Output 0 reads channel 0: 2 · 0.05 + 2 · 0.1; output 1 channel 1: 10 · −0.2 + 4 · 0.2.
+        assert!(
+            (b[0] - 0.3).abs() < 1e-6 && (b[1] + 1.2).abs() < 1e-6,
+            "{b:?}"
+        );
 
         // Gemm, transB, alpha 2, beta 0.5: ΔC = 4 · E[a]·ε.
         let mut m = Model::new(13);
@@ -598,11 +800,68 @@ mod tests {
         let (targets, _) = bias_targets(&m);
         assert_eq!(targets[0].channels, 2);
         let q = quantized(&m, "gemm", vec![1, 2], vec![0.25], 0);
-        let means = BTreeMap::from([("a".to_string(), vec![1.0, -1.0])]);
+        let means = BTreeMap::from([("gemm".to_string(), vec![1.0, -1.0])]);
         correct_biases(&mut m, &q, &targets, &means);
         let c: Vec<f32> = m.graph.constant(c).unwrap().to_vec().unwrap();
         // ε = [0.05, 0.1]; E[a]·ε = −0.05; × 4 = −0.2
         assert!((c[0] + 0.2).abs() < 1e-6, "{c:?}");
+    }
+
+    #[test]
+    fn tap_sums_count_padding_as_zero() {
+        // One 1 × 3 row [1, 2, 3], kernel 1 × 3, pads 1 each side, stride 1: three outputs;
+        // the left tap reads [0, 1, 2], the middle [1, 2, 3], the right [2, 3, 0].
+        let geometry = ConvGeometry {
+            kernel: vec![1, 3],
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: ConvPads::Explicit {
+                begin: vec![0, 1],
+                end: vec![0, 1],
+            },
+        };
+        let (sums, count) = geometry.tap_sums(&[1.0, 2.0, 3.0], &[1, 1, 1, 3]).unwrap();
+        assert_eq!((sums, count), (vec![3.0, 6.0, 5.0], 3));
+        // Stride 2, no padding, two channels and two samples: one output per row.
+        let geometry = ConvGeometry {
+            kernel: vec![2],
+            strides: vec![2],
+            dilations: vec![1],
+            pads: ConvPads::Explicit {
+                begin: vec![0],
+                end: vec![0],
+            },
+        };
+        let x = [
+            1.0, 2.0, 3.0, 10.0, 20.0, 30.0, 100.0, 200.0, 300.0, 0.5, 0.5, 0.5,
+        ];
+        let (sums, count) = geometry.tap_sums(&x, &[2, 2, 3]).unwrap();
+        // Output 0 reads [0, 1] (position 2 is never read: (3 − 2) / 2 + 1 = 1 output).
+        assert_eq!(count, 2);
+        assert_eq!(sums, vec![101.0, 202.0, 10.5, 20.5]);
+        // SAME_UPPER, stride 2 on 4: 2 outputs, total pad 1 at the end; dilation 2 on 5.
+        let same = ConvGeometry {
+            kernel: vec![2],
+            strides: vec![2],
+            dilations: vec![1],
+            pads: ConvPads::SameUpper,
+        };
+        let (sums, count) = same.tap_sums(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 4]).unwrap();
+        assert_eq!((sums, count), (vec![4.0, 6.0], 2));
+        let dilated = ConvGeometry {
+            kernel: vec![2],
+            strides: vec![1],
+            dilations: vec![2],
+            pads: ConvPads::Explicit {
+                begin: vec![0],
+                end: vec![0],
+            },
+        };
+        let (sums, count) = dilated
+            .tap_sums(&[1.0, 2.0, 3.0, 4.0, 5.0], &[1, 1, 5])
+            .unwrap();
+        assert_eq!((sums, count), (vec![6.0, 12.0], 3));
+        assert!(dilated.tap_sums(&[1.0], &[1, 1]).is_err());
     }
 
     #[test]
@@ -619,7 +878,7 @@ mod tests {
         let (targets, _) = bias_targets(&m);
         assert_eq!(targets.len(), 2);
         let q = quantized(&m, "g1", vec![1, 2, 3, 4], vec![0.1], 0);
-        let means = BTreeMap::from([("x".to_string(), vec![1.0, 1.0])]);
+        let means = BTreeMap::from([("g1".to_string(), vec![1.0, 1.0])]);
         let (done, skipped) = correct_biases(&mut m, &q, &targets, &means);
         assert_eq!(done.len(), 1);
         assert_eq!(skipped.len(), 1); // g2's weight is not quantized in q
@@ -671,9 +930,9 @@ mod tests {
         let q = quantized(&float, "gemm", vec![0, 1, 1, 2], vec![0.2, 0.2], 1);
         let (_, skipped) = correct_biases(&mut m, &q, &targets, &BTreeMap::new());
         assert!(skipped[0].reason.contains("no mean"));
-        let wrong = BTreeMap::from([("x".to_string(), vec![1.0])]);
+        let wrong = BTreeMap::from([("gemm".to_string(), vec![1.0])]);
         let (_, skipped) = correct_biases(&mut m, &q, &targets, &wrong);
-        assert!(skipped[0].reason.contains("channels"));
+        assert!(skipped[0].reason.contains("channels"), "{skipped:?}");
         assert_eq!(
             m.graph.constant(b).unwrap().to_vec::<f32>().unwrap(),
             vec![0.0, 0.0]
