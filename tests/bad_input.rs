@@ -257,3 +257,28 @@ fn usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// `kiln … | head`: a reader that goes away ends Kiln quietly (SIGPIPE), not with a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let model = kiln_tests::repo_root().join("models/gpt2_tiny/model.onnx");
+    let mut child = Command::new(kiln_tests::kiln_bin())
+        .args(["inspect", model.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before Kiln writes its (long) listing.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "status {:?}: {stderr}",
+        out.status
+    );
+}

@@ -7,7 +7,15 @@ use kiln_passes::ir::{AttrValue, Model, ValueRef};
 use kiln_passes::tensor::DataType;
 use kiln_tests::{kiln, repo_root};
 
-const PROFILES: &[&str] = &["edgetpu", "hexagon", "ane", "ane-fp16", "neon"];
+const PROFILES: &[&str] = &[
+    "edgetpu",
+    "hexagon",
+    "ane",
+    "ane-fp16",
+    "neon",
+    "neon-int4",
+    "ane-int4",
+];
 
 fn models() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("models"))

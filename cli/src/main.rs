@@ -20,7 +20,21 @@ struct Cli {
     command: Command,
 }
 
+/// Lets a closed stdout end the process quietly, as for any Unix filter (`kiln … | head`):
+/// Rust ignores SIGPIPE, which turns the next write into a panic.
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of one signal, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     // ONNX Runtime 1.31's telemetry starts while its environment is created, before
     // `DisableTelemetryEvents` can run: it writes a device id to ~/.cache/Microsoft and sends a
     // process event. Only this variable stops it; set here, before any thread exists, unless

@@ -75,16 +75,7 @@ impl Mapped {
     /// Opens and maps `path` read-only; an empty file maps to an empty `Bytes`.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let file = File::open(path)?;
-        let len = file.metadata()?.len();
-        let bytes = if len == 0 {
-            Bytes::new()
-        } else {
-            // SAFETY: the map is read-only and private to Kiln. Like every mmap reader (ORT
-            // included) we rely on nobody truncating the file while it is mapped; if someone
-            // does, touching the lost pages raises SIGBUS.
-            let map = unsafe { memmap2::Mmap::map(&file)? };
-            Bytes::from_owner(map)
-        };
+        let bytes = crate::pages::map_file(&file)?;
         Ok(Self {
             path: path.to_path_buf(),
             bytes,

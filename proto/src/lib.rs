@@ -9,6 +9,7 @@
 //! - [`save_model`] / [`save_loaded`] write atomically, embedded or with an external data file;
 //!   `save_loaded` copies unchanged weights file to file in the kernel.
 //! - [`walk`] visits every tensor of a model, wherever it sits.
+//! - [`release_pages`] gives back the memory of mapped weights a pass has read.
 
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ mod error;
 mod external;
 pub mod limits;
 mod load;
+mod pages;
 mod save;
 #[cfg(test)]
 mod tests;
@@ -33,6 +35,7 @@ pub use error::{ExternalDataError, ProtoError};
 pub use external::{check_location, ExternalFile, MappedFiles};
 pub use limits::Limits;
 pub use load::{decode_model, load_model, LoadedModel};
+pub use pages::release_pages;
 pub use save::{
     encode_model, save_loaded, save_model, save_model_with_sources, ExternalData, SaveOptions,
     SaveSummary, DEFAULT_SIZE_THRESHOLD, PROTOBUF_LIMIT,

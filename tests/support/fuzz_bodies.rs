@@ -229,6 +229,12 @@ pub fn profile_yaml(data: &[u8]) {
         Err(e) => panic!("show output does not parse: {e}\n{shown}"),
     }
     let _ = p.quant_config();
+    if let Some(c) = p.blockwise_config() {
+        assert!(
+            c.validate().is_ok(),
+            "a checked profile's block-wise settings: {c:?}"
+        );
+    }
     let _ = p.thresholds().for_output("y");
     let _ = p.calibration_percentile();
     let _ = p.contrib_qdq(13);

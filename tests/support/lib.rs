@@ -2,6 +2,7 @@
 //! the ONNX backend test data), and a harness that checks a model transformation against
 //! reference outputs in ONNX Runtime.
 
+pub mod decode;
 pub mod fuzz_bodies;
 pub mod harness;
 pub mod testdata;

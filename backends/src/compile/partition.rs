@@ -1,17 +1,29 @@
-//! Which nodes run on the device and which fall back to the CPU, and why; segments,
-//! transitions, op coverage by count and by estimated MACs. Every rule is read from the
-//! profile's data (supported ops and their constraints, shape rules); the one rule a target
-//! adds is `integer_only`: a device with no float units cannot run a node left in float.
+//! Which nodes run on the device and which fall back to the CPU, and why; segments (connected
+//! subgraphs on one side), transitions, op coverage by count and by estimated MACs. Every rule
+//! is read from the profile's data (supported ops and their constraints, shape rules); the one
+//! rule a target adds is `integer_only`: a device with no float units cannot run a node left
+//! in float.
 
-use std::collections::{BTreeMap, HashMap};
+mod activation;
+mod macs;
+mod rules;
+mod segments;
+mod values;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+use std::collections::{BTreeMap, HashSet};
 
 use kiln_passes::infer::InferShapes;
-use kiln_passes::ir::{AttrValue, Dim, Graph, Model, NodeIndex, ValueRef};
+use kiln_passes::ir::{Graph, Model, NodeIndex};
 use kiln_passes::pipeline::Pass;
-use kiln_passes::tensor::DataType;
 use serde::Serialize;
 
-use crate::profile::{OpConstraints, Profile};
+use crate::profile::Profile;
+use values::is_qdq;
 
 /// Why a node falls back to the CPU.
 #[derive(Debug, Clone, Serialize)]
@@ -26,16 +38,31 @@ pub struct Fallback {
     pub detail: String,
 }
 
-/// A run of consecutive nodes (in topological order) on one side.
+/// A device node whose noted activation its op may not fuse (`fused_activation: false`): it
+/// stays on the device, the activation is a separate op.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeparateActivation {
+    /// The node's name (or `op#index`).
+    pub node: String,
+    /// Its op type.
+    pub op_type: String,
+    /// The activation noted on it (`Relu`, `Clip(0,6)`).
+    pub activation: String,
+    /// Where the activation runs instead.
+    pub detail: String,
+}
+
+/// A connected subgraph of nodes on one side: joined by data edges or by reading one value
+/// (through Q/DQ), never with the other side on a path between two of its nodes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Segment {
     /// `device` or `cpu`.
     pub on: &'static str,
     /// Nodes in it.
     pub nodes: usize,
-    /// Its first node.
+    /// Its first node in topological order.
     pub first: String,
-    /// Its last node.
+    /// Its last node in topological order.
     pub last: String,
 }
 
@@ -44,8 +71,11 @@ pub struct Segment {
 pub struct Coverage {
     /// Nodes (Q/DQ excluded).
     pub nodes: usize,
-    /// Estimated multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul.
+    /// Estimated multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul (and their integer
+    /// forms) whose shapes are known.
     pub macs: u64,
+    /// Such nodes whose MACs could not be estimated (a dim unknown): not in `macs`.
+    pub macs_unknown: usize,
 }
 
 /// The partition of a model.
@@ -57,17 +87,22 @@ pub struct Partition {
     pub cpu: Coverage,
     /// Share of nodes on the device.
     pub device_node_share: f64,
-    /// Share of MACs on the device (1 when the model has none).
-    pub device_mac_share: f64,
-    /// Conv/Gemm/MatMul nodes whose MACs could not be estimated (shapes unknown).
+    /// Share of MACs on the device; `None` when it cannot be told: MAC nodes with unknown
+    /// shapes (see `macs_unknown`) on a side whose share matters, or no MACs at all.
+    pub device_mac_share: Option<f64>,
+    /// Conv/Gemm/MatMul nodes whose MACs could not be estimated, on either side.
     pub macs_unknown: usize,
     /// Nodes that fall back, in topological order.
     pub fallbacks: Vec<Fallback>,
     /// Fallbacks by op type.
     pub fallback_ops: BTreeMap<String, usize>,
-    /// Segments in topological order.
+    /// Device nodes that run their activation as a separate op, in topological order.
+    pub separate_activations: Vec<SeparateActivation>,
+    /// Segments, by their first node in topological order.
     pub segments: Vec<Segment>,
-    /// Device segments (the Edge TPU's subgraphs).
+    /// Device segments: the TPU subgraphs on the Edge TPU. Its compiler has been documented to
+    /// map one only (ops after the first unsupported one stay on the CPU, "More than one
+    /// subgraph is not supported" in its log): with more than one, expect less on the device.
     pub device_segments: usize,
     /// Data edges between a device node and a CPU node (through Q/DQ).
     pub transitions: usize,
@@ -85,58 +120,55 @@ pub fn partition(model: &Model, profile: &Profile, integer_only: bool) -> Partit
         .into_iter()
         .filter(|&n| g[n].is_operator() && !is_qdq(g, n) && g[n].op_type() != "Constant")
         .collect();
-    let mut on_device: HashMap<NodeIndex, bool> = HashMap::new();
+    let mut on_device = Vec::with_capacity(order.len());
     let mut fallbacks = Vec::new();
+    let mut separate_activations = Vec::new();
     let (mut device, mut cpu) = (Coverage::default(), Coverage::default());
-    let mut macs_unknown = 0;
     for &n in &order {
-        let verdict = check(g, n, profile, integer_only);
-        let macs = macs(g, n);
-        if macs.is_none() && matches!(g[n].op_type(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul")
-        {
-            macs_unknown += 1;
-        }
+        let verdict = rules::check(g, n, profile, integer_only);
         let side = if verdict.is_none() {
             &mut device
         } else {
             &mut cpu
         };
         side.nodes += 1;
-        side.macs += macs.unwrap_or(0);
-        on_device.insert(n, verdict.is_none());
-        if let Some((reason, detail)) = verdict {
-            fallbacks.push(Fallback {
+        match macs::macs(g, n) {
+            Some(x) => side.macs = side.macs.saturating_add(x),
+            None if macs::mac_slots(g[n].op_type()).is_some() => side.macs_unknown += 1,
+            None => {}
+        }
+        on_device.push(verdict.is_none());
+        match verdict {
+            Some((reason, detail)) => fallbacks.push(Fallback {
                 node: label(g, n),
                 op_type: g[n].op_type().to_string(),
                 reason,
                 detail,
+            }),
+            None => {
+                let noted = profile
+                    .supports(g[n].op_type())
+                    .and_then(|c| activation::separate_activation(g, n, c));
+                separate_activations.extend(noted);
+            }
+        }
+    }
+    let links = segments::links(g, &order);
+    let component = segments::components(&links, &on_device);
+    let mut segments: Vec<Segment> = Vec::new();
+    for (p, &n) in order.iter().enumerate() {
+        let c = component[p];
+        if c == segments.len() {
+            segments.push(Segment {
+                on: if on_device[p] { "device" } else { "cpu" },
+                nodes: 0,
+                first: label(g, n),
+                last: String::new(),
             });
         }
-    }
-    let mut segments: Vec<Segment> = Vec::new();
-    for &n in &order {
-        let on = if on_device[&n] { "device" } else { "cpu" };
-        match segments.last_mut() {
-            Some(s) if s.on == on => {
-                s.nodes += 1;
-                s.last = label(g, n);
-            }
-            _ => segments.push(Segment {
-                on,
-                nodes: 1,
-                first: label(g, n),
-                last: label(g, n),
-            }),
-        }
-    }
-    let mut transitions = 0;
-    for &n in &order {
-        for v in g.inputs(n).into_iter().flatten() {
-            if let Some(src) = through_qdq(g, v) {
-                if on_device.get(&src).is_some_and(|&d| d != on_device[&n]) {
-                    transitions += 1;
-                }
-            }
+        if let Some(s) = segments.get_mut(c) {
+            s.nodes += 1;
+            s.last = label(g, n);
         }
     }
     let mut fallback_ops = BTreeMap::new();
@@ -144,7 +176,7 @@ pub fn partition(model: &Model, profile: &Profile, integer_only: bool) -> Partit
         *fallback_ops.entry(f.op_type.clone()).or_insert(0) += 1;
     }
     let total_nodes = device.nodes + cpu.nodes;
-    let total_macs = device.macs + cpu.macs;
+    let macs_unknown = device.macs_unknown + cpu.macs_unknown;
     Partition {
         device,
         cpu,
@@ -153,17 +185,29 @@ pub fn partition(model: &Model, profile: &Profile, integer_only: bool) -> Partit
         } else {
             device.nodes as f64 / total_nodes as f64
         },
-        device_mac_share: if total_macs == 0 {
-            1.0
-        } else {
-            device.macs as f64 / total_macs as f64
-        },
+        device_mac_share: mac_share(&device, &cpu),
         macs_unknown,
         fallbacks,
         fallback_ops,
+        separate_activations,
         device_segments: segments.iter().filter(|s| s.on == "device").count(),
+        transitions: segments::transitions(&links.edges, &on_device),
         segments,
-        transitions,
+    }
+}
+
+/// The device's share of MACs, when the unknown estimates cannot change it: all on one side
+/// whose other side has no MAC node, or none unknown.
+fn mac_share(device: &Coverage, cpu: &Coverage) -> Option<f64> {
+    let none = |c: &Coverage| c.macs == 0 && c.macs_unknown == 0;
+    match (device.macs_unknown, cpu.macs_unknown) {
+        (0, 0) => {
+            let total = device.macs.saturating_add(cpu.macs);
+            (total > 0).then(|| device.macs as f64 / total as f64)
+        }
+        (_, 0) if none(cpu) => Some(1.0),
+        (0, _) if none(device) => Some(0.0),
+        _ => None,
     }
 }
 
@@ -171,12 +215,12 @@ pub fn partition(model: &Model, profile: &Profile, integer_only: bool) -> Partit
 /// parameters an on-chip cache would hold.
 pub fn device_parameter_bytes(model: &Model, partition: &Partition) -> u64 {
     let g = &model.graph;
-    let cpu: std::collections::HashSet<&str> = partition
+    let cpu: HashSet<&str> = partition
         .fallbacks
         .iter()
         .map(|f| f.node.as_str())
         .collect();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut bytes = 0u64;
     for n in g.node_indices() {
         if !g[n].is_operator() || is_qdq(g, n) || cpu.contains(label(g, n).as_str()) {
@@ -199,10 +243,6 @@ pub fn device_parameter_bytes(model: &Model, partition: &Partition) -> u64 {
     bytes
 }
 
-fn is_qdq(g: &Graph, n: NodeIndex) -> bool {
-    matches!(g[n].op_type(), "QuantizeLinear" | "DequantizeLinear")
-}
-
 /// The node's name, or `op#index`.
 pub fn label(g: &Graph, n: NodeIndex) -> String {
     let node = &g[n];
@@ -211,282 +251,4 @@ pub fn label(g: &Graph, n: NodeIndex) -> String {
     } else {
         node.name.clone()
     }
-}
-
-/// The operator that produces `v`, looking through Q/DQ nodes.
-fn through_qdq(g: &Graph, mut v: ValueRef) -> Option<NodeIndex> {
-    for _ in 0..8 {
-        if !g[v.node].is_operator() {
-            return None;
-        }
-        if !is_qdq(g, v.node) {
-            return Some(v.node);
-        }
-        v = g.input(v.node, 0)?;
-    }
-    None
-}
-
-fn dims(g: &Graph, v: ValueRef) -> Option<Vec<Dim>> {
-    if let Some(t) = g.constant(v) {
-        return Some(t.shape().iter().map(|&d| Dim::Known(d as i64)).collect());
-    }
-    g.value_info(v).shape()
-}
-
-fn known(d: &[Dim]) -> Option<Vec<i64>> {
-    d.iter()
-        .map(|d| match d {
-            Dim::Known(k) => Some(*k),
-            _ => None,
-        })
-        .collect()
-}
-
-fn is_float(t: Option<DataType>) -> bool {
-    matches!(
-        t,
-        Some(DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double)
-    )
-}
-
-/// The data values a node reads and writes (absent optional inputs skipped).
-fn tensors(g: &Graph, n: NodeIndex) -> Vec<ValueRef> {
-    let mut v: Vec<ValueRef> = g.inputs(n).into_iter().flatten().collect();
-    v.extend((0..g[n].outputs.len()).map(|s| ValueRef::new(n, s)));
-    v
-}
-
-/// A constant, or a constant's `DequantizeLinear` (a quantized weight or bias).
-fn is_parameter(g: &Graph, v: ValueRef) -> bool {
-    g.constant(v).is_some()
-        || (g[v.node].op_type() == "DequantizeLinear"
-            && g.input(v.node, 0).is_some_and(|w| g.constant(w).is_some()))
-}
-
-/// `None` when the device runs `n`; else the reason and detail.
-fn check(
-    g: &Graph,
-    n: NodeIndex,
-    p: &Profile,
-    integer_only: bool,
-) -> Option<(&'static str, String)> {
-    let node = &g[n];
-    let op = node.op_type();
-    let known_domain = node.domain().is_empty() || node.domain() == "ai.onnx";
-    let Some(c) = p.supports(op).filter(|_| known_domain || p.ops.all) else {
-        return Some((
-            "op-unsupported",
-            format!("{op} is not in the profile's supported ops"),
-        ));
-    };
-    let values = tensors(g, n);
-    if p.shapes.static_shapes || c.static_shapes == Some(true) {
-        for &v in &values {
-            match dims(g, v) {
-                Some(d) if known(&d).is_some() => {}
-                Some(_) => {
-                    return Some((
-                        "dynamic-shape",
-                        format!("'{}' has a symbolic or unknown dim", g.value_name(v)),
-                    ))
-                }
-                None => {
-                    return Some((
-                        "dynamic-shape",
-                        format!("'{}' has no known shape", g.value_name(v)),
-                    ))
-                }
-            }
-        }
-    }
-    // The rank rules are about activations: a Conv filter is 4-D on every target.
-    for &v in values.iter().filter(|&&v| !is_parameter(g, v)) {
-        let Some(d) = dims(g, v).and_then(|d| known(&d)) else {
-            continue;
-        };
-        if let Some(max) = p.shapes.max_rank {
-            if d.len() > max as usize {
-                return Some((
-                    "rank",
-                    format!("'{}' has rank {} > {max}", g.value_name(v), d.len()),
-                ));
-            }
-        }
-        if let Some(k) = p.shapes.max_nontrivial_dims {
-            let k = k as usize;
-            if d.len() > k && d[..d.len() - k].iter().any(|&x| x > 1) {
-                return Some((
-                    "rank",
-                    format!(
-                        "'{}' {d:?} has a size > 1 outside the {k} innermost dims",
-                        g.value_name(v)
-                    ),
-                ));
-            }
-        }
-    }
-    if let Some(r) = constraints(g, n, c) {
-        return Some(r);
-    }
-    if integer_only {
-        if let Some(v) = float_compute(g, n) {
-            return Some((
-                "dtype",
-                format!("computes in float: '{}' is not quantized", g.value_name(v)),
-            ));
-        }
-    }
-    None
-}
-
-/// A float value that `n` reads not from a DequantizeLinear (constants aside), or writes not
-/// only into QuantizeLinear nodes: the node computes in float.
-fn float_compute(g: &Graph, n: NodeIndex) -> Option<ValueRef> {
-    for v in g.inputs(n).into_iter().flatten() {
-        let from_dq = g[v.node].op_type() == "DequantizeLinear";
-        if is_float(g.value_info(v).elem_type()) && !from_dq && g.constant(v).is_none() {
-            return Some(v);
-        }
-    }
-    for s in 0..g[n].outputs.len() {
-        let v = ValueRef::new(n, s);
-        if !is_float(g.value_info(v).elem_type()) {
-            continue;
-        }
-        let consumers = g.consumers(v);
-        let to_q = consumers
-            .iter()
-            .all(|(c, _)| g[*c].op_type() == "QuantizeLinear");
-        let is_output = g.outputs.iter().any(|o| o.value == v);
-        if !is_output && (consumers.is_empty() || to_q) {
-            continue;
-        }
-        return Some(v);
-    }
-    None
-}
-
-/// The element type a data input really has: a DequantizeLinear's integer input type.
-fn effective_dtype(g: &Graph, v: ValueRef) -> Option<DataType> {
-    if g[v.node].op_type() == "DequantizeLinear" {
-        if let Some(src) = g.input(v.node, 0) {
-            return g.value_info(src).elem_type();
-        }
-    }
-    g.value_info(v).elem_type()
-}
-
-/// The op's own limits from the profile.
-fn constraints(g: &Graph, n: NodeIndex, c: &OpConstraints) -> Option<(&'static str, String)> {
-    let node = &g[n];
-    let first = g.input(n, 0);
-    let shape = first.and_then(|v| dims(g, v)).and_then(|d| known(&d));
-    if let Some(types) = &c.dtypes {
-        if let Some(t) = first.and_then(|v| effective_dtype(g, v)) {
-            if !types.iter().any(|d| d.name() == t.name()) {
-                return Some((
-                    "dtype",
-                    format!("input type {} not in the op's types", t.name()),
-                ));
-            }
-        }
-    }
-    if let Some(s) = &shape {
-        let r = s.len() as u32;
-        if c.min_rank.is_some_and(|m| r < m) || c.max_rank.is_some_and(|m| r > m) {
-            return Some(("rank", format!("input rank {r} outside the op's limits")));
-        }
-        if let Some(max) = c.max_elements {
-            let e: i64 = s.iter().product();
-            if e as u64 > max {
-                return Some(("attribute", format!("{e} input elements > {max}")));
-            }
-        }
-        if c.spatial_only == Some(true) && s.len() >= 3 {
-            let rank = s.len() as i64;
-            let axes: Vec<i64> = match node.op_type() {
-                "ReduceMean" => node
-                    .attr("axes")
-                    .and_then(AttrValue::as_ints)
-                    .map(<[i64]>::to_vec)
-                    .or_else(|| {
-                        g.constant_input(n, 1)
-                            .and_then(|t| t.to_f64_vec())
-                            .map(|v| v.iter().map(|&x| x as i64).collect())
-                    })
-                    .unwrap_or_else(|| (0..rank).collect()),
-                _ => Vec::new(),
-            };
-            if axes.iter().any(|&a| {
-                let a = if a < 0 { a + rank } else { a };
-                a < rank - 2
-            }) {
-                return Some((
-                    "attribute",
-                    format!("reduces axes {axes:?}, not only height/width"),
-                ));
-            }
-        }
-    }
-    if let Some(max) = c.max_kernel {
-        let kernel: Option<Vec<i64>> = node
-            .attr("kernel_shape")
-            .and_then(AttrValue::as_ints)
-            .map(<[i64]>::to_vec);
-        if kernel.is_some_and(|k| k.iter().any(|&x| x > max as i64)) {
-            return Some(("attribute", format!("kernel larger than {max}")));
-        }
-    }
-    if let Some(allowed) = &c.strides {
-        let strides = node
-            .attr("strides")
-            .and_then(AttrValue::as_ints)
-            .map(<[i64]>::to_vec);
-        let strides = strides.or_else(|| {
-            (node.op_type() == "Slice")
-                .then(|| g.constant_input(n, 4).and_then(|t| t.to_f64_vec()))
-                .flatten()
-                .map(|v| v.iter().map(|&x| x as i64).collect())
-        });
-        if let Some(s) = strides {
-            if s.iter().any(|&x| !allowed.iter().any(|&a| a as i64 == x)) {
-                return Some(("attribute", format!("strides {s:?} not in {allowed:?}")));
-            }
-        }
-    }
-    None
-}
-
-/// Estimated multiply-accumulates of a Conv, ConvTranspose, Gemm or MatMul.
-fn macs(g: &Graph, n: NodeIndex) -> Option<u64> {
-    let shape = |slot: usize| {
-        g.input(n, slot)
-            .and_then(|v| dims(g, v))
-            .and_then(|d| known(&d))
-    };
-    let out = dims(g, ValueRef::new(n, 0)).and_then(|d| known(&d));
-    let elems = |s: &[i64]| s.iter().product::<i64>().max(0) as u64;
-    let r = match g[n].op_type() {
-        "Conv" => {
-            let w = shape(1)?;
-            elems(&out?) * elems(w.get(1..)?)
-        }
-        "ConvTranspose" => {
-            let w = shape(1)?;
-            elems(&shape(0)?) * elems(w.get(1..)?)
-        }
-        "Gemm" => {
-            let a = shape(0)?;
-            let ta = g[n].attr("transA").and_then(AttrValue::as_int) == Some(1);
-            let k = if ta { *a.first()? } else { *a.get(1)? };
-            elems(&out?) * k.max(0) as u64
-        }
-        "MatMul" => {
-            let a = shape(0)?;
-            elems(&out?) * (*a.last()?).max(0) as u64
-        }
-        _ => return None,
-    };
-    Some(r)
 }

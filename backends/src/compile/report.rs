@@ -166,19 +166,60 @@ impl CompileReport {
         } else {
             o.push_str("## Validation: skipped (--no-validate)\n\n");
         }
+        let macs = |c: &super::partition::Coverage| {
+            if c.macs_unknown == 0 {
+                c.macs.to_string()
+            } else {
+                format!("{} + {} node(s) unknown", c.macs, c.macs_unknown)
+            }
+        };
+        let mac_share = match p.device_mac_share {
+            Some(s) => format!("{:.1} % of MACs", s * 100.0),
+            None if p.macs_unknown > 0 => format!(
+                "an unknown share of MACs ({} Conv/Gemm/MatMul node(s) with unknown shapes)",
+                p.macs_unknown
+            ),
+            None => "no MACs (no Conv/Gemm/MatMul)".to_string(),
+        };
         o.push_str(&format!(
             "## Partition\n\n| | nodes | MACs |\n|---|---|---|\n| device | {} | {} |\n| CPU | {} | {} |\n\n\
-             {:.1} % of nodes and {:.1} % of MACs on the device; {} segment(s), {} on the device, {} transition(s).\n\n",
+             {:.1} % of nodes and {} on the device; {} segment(s) (connected subgraphs on one side), {} on the device, {} transition(s).\n\n",
             p.device.nodes,
-            p.device.macs,
+            macs(&p.device),
             p.cpu.nodes,
-            p.cpu.macs,
+            macs(&p.cpu),
             p.device_node_share * 100.0,
-            p.device_mac_share * 100.0,
+            mac_share,
             p.segments.len(),
             p.device_segments,
             p.transitions
         ));
+        if self.target == "edgetpu" && p.device_segments > 1 {
+            let first = p
+                .segments
+                .iter()
+                .find(|s| s.on == "device")
+                .map_or(0, |s| s.nodes);
+            o.push_str(&format!(
+                "The Edge TPU compiler is documented to map one TPU subgraph (\"More than one \
+                 subgraph is not supported\"): ops after the first fallback may stay on the CPU \
+                 too. The first device segment (in topological order) holds {first} of the {} device nodes.\n\n",
+                p.device.nodes
+            ));
+        }
+        if !p.separate_activations.is_empty() {
+            o.push_str("| node | op | activation | runs as |\n|---|---|---|---|\n");
+            for a in &p.separate_activations {
+                o.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    a.node,
+                    a.op_type,
+                    a.activation,
+                    a.detail.replace('|', "\\|")
+                ));
+            }
+            o.push('\n');
+        }
         if !p.fallbacks.is_empty() {
             o.push_str("| node | op | reason | detail |\n|---|---|---|---|\n");
             for f in &p.fallbacks {

@@ -1,18 +1,23 @@
 //! What the compile step asks a profile: the quantizer's config, per-op weight granularity,
 //! fixed output ranges, op support, validation thresholds.
 
+use kiln_passes::quant::blockwise::{self, Bits, BlockwiseConfig};
 use kiln_passes::quant::{
     PinFloat, QdqDomainRule, QuantConfig, QuantScheme, QuantType, Range, WeightConfig,
 };
 
 use super::schema::{
     CalibrationMethod, Dtype, FixedParams, FloatType, Granularity, OpConstraints, Profile,
-    QdqDomain,
+    QdqDomain, WeightFormat, WeightMethod,
 };
 use crate::validate::{Limits, Thresholds};
 
 /// The percentile `calibration.method: percentile` keeps when the profile gives none.
 pub const DEFAULT_PERCENTILE: f64 = 99.999;
+
+/// The block size of per-block weights when the profile gives none (what ONNX Runtime's
+/// `matmul_nbits_quantizer` and coremltools' `per_block` default to).
+pub const DEFAULT_BLOCK_SIZE: u32 = 32;
 
 /// Constraints of an op the device runs with no listed limits.
 static NO_CONSTRAINTS: OpConstraints = OpConstraints {
@@ -117,9 +122,42 @@ impl Profile {
     }
 
     /// Whether activations are quantized (false: they stay in `precision.compute`, as on the
-    /// ANE, and only weights are compressed).
+    /// ANE, and only weights are compressed): not with `weight_only` or a float dtype.
     pub fn quantizes_activations(&self) -> bool {
-        !self.quantization.activations.dtype.is_float()
+        !self.quantization.weight_only && !self.quantization.activations.dtype.is_float()
+    }
+
+    /// The block-wise weight-only settings, when weights are per-block (a checked profile has
+    /// float activations then). Nodes to leave in float (`min_elements`) depend on the graph
+    /// and are the caller's to add.
+    pub fn blockwise_config(&self) -> Option<BlockwiseConfig> {
+        let w = &self.quantization.weights;
+        if w.granularity != Granularity::PerBlock {
+            return None;
+        }
+        let bits = match w.dtype {
+            Dtype::Int4 | Dtype::Uint4 => Bits::Four,
+            Dtype::Int8 | Dtype::Uint8 => Bits::Eight,
+            _ => return None,
+        };
+        Some(BlockwiseConfig {
+            bits,
+            block_size: w.block_size.unwrap_or(DEFAULT_BLOCK_SIZE) as usize,
+            // Signed types are symmetric (zero point 0), unsigned ones carry a zero point per
+            // block: the check keeps `symmetric` in step with the type.
+            symmetric: matches!(w.dtype, Dtype::Int4 | Dtype::Int8),
+            format: match w.format {
+                WeightFormat::Qdq => blockwise::WeightFormat::Qdq,
+                WeightFormat::Matmulnbits => blockwise::WeightFormat::MatMulNBits,
+            },
+            method: match w.method {
+                WeightMethod::Rtn => blockwise::WeightMethod::Rtn,
+            },
+            exclude_nodes: Default::default(),
+            lm_head: w.lm_head,
+            embeddings: w.embeddings,
+            gptq: Default::default(),
+        })
     }
 
     /// Whether weights are quantized.
@@ -267,6 +305,55 @@ mod tests {
         assert_eq!(l.min_sqnr, Some(20.0));
         assert_eq!(l.max_outside_share, Some(1.0));
         assert_eq!(l.max_rmse, None);
+    }
+
+    #[test]
+    fn int4_builtins_are_block_wise_weight_only() {
+        use kiln_passes::quant::blockwise::{WeightFormat as Form, WeightMethod as Method};
+        let n = builtin("neon-int4");
+        assert!(!n.quantizes_activations() && n.quantizes_weights());
+        let c = n.blockwise_config().unwrap();
+        assert_eq!(
+            (c.bits, c.block_size, c.symmetric, c.format, c.method),
+            (Bits::Four, 32, true, Form::MatMulNBits, Method::Rtn)
+        );
+        assert!(c.lm_head && !c.embeddings && c.exclude_nodes.is_empty());
+        assert_eq!(
+            n.quant_config().pin_ops,
+            builtin("neon").quant_config().pin_ops
+        );
+        let a = builtin("ane-int4");
+        let c = a.blockwise_config().unwrap();
+        assert_eq!(
+            (c.bits, c.block_size, c.format),
+            (Bits::Four, 32, Form::Qdq)
+        );
+        assert_eq!(a.quantization.weights.min_elements, Some(2049));
+        assert_eq!(a.precision, builtin("ane").precision);
+        // Per-channel profiles have no block-wise settings.
+        for name in ["neon", "ane", "hexagon", "edgetpu", "ane-fp16"] {
+            assert!(builtin(name).blockwise_config().is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn block_wise_settings_map_to_the_quantizer() {
+        let mut p = builtin("neon-int4");
+        let w = &mut p.quantization.weights;
+        w.dtype = Dtype::Uint8;
+        w.symmetric = false;
+        w.block_size = None;
+        w.lm_head = false;
+        w.embeddings = true;
+        let c = p.blockwise_config().unwrap();
+        assert_eq!((c.bits, c.symmetric), (Bits::Eight, false));
+        assert_eq!(c.block_size, DEFAULT_BLOCK_SIZE as usize);
+        assert!(!c.lm_head && c.embeddings);
+        p.quantization.weight_only = true;
+        p.quantization.activations.dtype = Dtype::Uint8;
+        assert!(!p.quantizes_activations());
+        p.quantization.weight_only = false;
+        assert!(p.quantizes_activations());
     }
 
     #[test]

@@ -4,10 +4,17 @@
 const BUILTINS: &[(&str, &str)] = &[
     ("ane", include_str!("../../profiles/ane.yaml")),
     ("ane-fp16", include_str!("../../profiles/ane-fp16.yaml")),
+    ("ane-int4", include_str!("../../profiles/ane-int4.yaml")),
     ("edgetpu", include_str!("../../profiles/edgetpu.yaml")),
     ("hexagon", include_str!("../../profiles/hexagon.yaml")),
     ("neon", include_str!("../../profiles/neon.yaml")),
+    ("neon-int4", include_str!("../../profiles/neon-int4.yaml")),
 ];
+
+/// Warnings built-ins give on purpose, as (name, key): each is a limit of the device that the
+/// profile's own comments explain (ane-int4's growing KV cache needs flexible shapes).
+#[cfg(test)]
+pub const DELIBERATE_WARNINGS: &[(&str, &str)] = &[("ane-int4", "shapes.static")];
 
 /// The text of built-in `name`.
 pub fn get(name: &str) -> Option<&'static str> {

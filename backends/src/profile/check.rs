@@ -7,8 +7,10 @@ use super::locate::KeyPath;
 use super::names::{closest, closest_op, did_you_mean, fusion_names, is_known_op};
 use super::resolve::Sources;
 use super::schema::{
-    CpuFeature, Dtype, Family, FloatType, IoHandling, OpConstraints, Profile, QdqDomain,
+    CpuFeature, Dtype, Family, FloatType, Granularity, IoHandling, OpConstraints, Profile,
+    QdqDomain, WeightFormat, WeightQuant,
 };
+use kiln_passes::quant::blockwise::BLOCK_SIZES;
 
 /// Checks a resolved profile; `sources` locates keys in the files that set them.
 pub fn check(p: &Profile, sources: &Sources) -> Result<Vec<ProfileWarning>, ProfileError> {
@@ -191,22 +193,45 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// Of two keys that together make a problem, the one the more derived file set (`a` on
+    /// a tie).
+    fn newer(&self, a: KeyPath, b: KeyPath) -> KeyPath {
+        let depth = |p: &KeyPath| self.sources.depth(p).unwrap_or(usize::MAX);
+        if depth(&b) < depth(&a) {
+            b
+        } else {
+            a
+        }
+    }
+
     /// Weight types each family can run, and consistency with activations.
     fn weights(&mut self) -> Checked {
-        let w = &self.p.quantization.weights;
+        let q = &self.p.quantization;
+        let w = &q.weights;
         let at = path(&["quantization", "weights", "dtype"]);
+        let granularity_at = path(&["quantization", "weights", "granularity"]);
         let d = w.dtype;
         let fam = self.family();
-        let acts_quantized = !self.p.quantization.activations.dtype.is_float();
+        let acts_quantized = self.p.quantizes_activations();
+        let per_block = w.granularity == Granularity::PerBlock;
         if d == Dtype::Int32 {
             return Err(self.err(&at, "int32 is a bias type, not a weight type"));
         }
-        if matches!(d, Dtype::Int4 | Dtype::Uint4) {
+        if q.weight_only && matches!(self.p.family, Family::Edgetpu | Family::Hexagon) {
             return Err(self.err(
-                &at,
+                &path(&["quantization", "weight_only"]),
                 format!(
-                    "{d} weights are not supported yet: the quantizer has 8- and 16-bit types \
-                     (the schema keeps the name for block-wise 4-bit weights)"
+                    "weight-only on {fam}: the device runs quantized ops, so activations are \
+                     quantized too"
+                ),
+            ));
+        }
+        if matches!(d, Dtype::Int4 | Dtype::Uint4) && !per_block {
+            return Err(self.err(
+                &self.newer(at, granularity_at),
+                format!(
+                    "{d} weights are per-block only (one scale per block_size weights; one \
+                     scale per channel loses too much at 4 bits): set granularity: per-block"
                 ),
             ));
         }
@@ -249,15 +274,148 @@ impl Checker<'_> {
         }
         if let Some(b) = w.block_size {
             let at = path(&["quantization", "weights", "block_size"]);
-            if b < 16 || !b.is_power_of_two() {
-                return Err(self.err(&at, format!("{b} is not a power of two ≥ 16")));
+            if !BLOCK_SIZES.contains(&(b as usize)) {
+                return Err(self.err(
+                    &at,
+                    format!("{b}: block-wise weights take 32, 64 or 128 weights per block"),
+                ));
             }
-            self.warn(
-                &at,
-                "applies to 4-bit weights only, which are not supported yet",
-            );
+            if !per_block {
+                self.warn(&at, "has no effect unless granularity is per-block");
+            }
+        }
+        for (op, o) in &w.per_op {
+            let at = path(&["quantization", "weights", "per_op", op, "granularity"]);
+            match o.granularity {
+                Some(Granularity::PerBlock) => {
+                    return Err(self.err(
+                        &at,
+                        "per-block applies to every weight at once \
+                         (quantization.weights.granularity)",
+                    ))
+                }
+                Some(_) if per_block => self.warn(
+                    &at,
+                    "has no effect: with granularity per-block every weight is quantized per block",
+                ),
+                _ => {}
+            }
+        }
+        if per_block {
+            return self.per_block();
+        }
+        self.block_keys_unused();
+        let weight_only = !acts_quantized && !d.is_float();
+        if weight_only && self.p.family == Family::Neon {
+            return Err(self.err(
+                &granularity_at,
+                format!(
+                    "{} weights with float activations on {fam}: weight-only on the CPU is \
+                     block-wise (MatMulNBits, or DequantizeLinear with block_size): set \
+                     granularity: per-block",
+                    w.granularity.name()
+                ),
+            ));
         }
         Ok(())
+    }
+
+    /// Per-block weights: weight-only, on a family whose target writes them, in a type and
+    /// form it runs.
+    fn per_block(&mut self) -> Checked {
+        let q = &self.p.quantization;
+        let w = &q.weights;
+        let fam = self.family();
+        let granularity_at = path(&["quantization", "weights", "granularity"]);
+        let dtype_at = path(&["quantization", "weights", "dtype"]);
+        if matches!(self.p.family, Family::Edgetpu | Family::Hexagon) {
+            return Err(self.err(
+                &granularity_at,
+                format!(
+                    "per-block weights on {fam}: the {fam} target quantizes activations too; \
+                     block-wise weights are weight-only, for the neon and ane targets"
+                ),
+            ));
+        }
+        if self.p.quantizes_activations() {
+            return Err(self.err(
+                &self.newer(
+                    granularity_at,
+                    path(&["quantization", "activations", "dtype"]),
+                ),
+                format!(
+                    "per-block weights are weight-only, but activations are {}: set \
+                     quantization.weight_only: true or a float activations dtype",
+                    q.activations.dtype
+                ),
+            ));
+        }
+        let d = w.dtype;
+        let signed = match d {
+            Dtype::Int4 | Dtype::Int8 => true,
+            Dtype::Uint4 | Dtype::Uint8 => false,
+            _ => {
+                return Err(self.err(
+                    &dtype_at,
+                    format!("{d} per block: block-wise weights are int4, uint4, int8 or uint8"),
+                ))
+            }
+        };
+        if signed != w.symmetric {
+            let why = if signed {
+                format!(
+                    "{d} per-block weights are symmetric (zero point 0); for a zero point per \
+                     block use u{d} with symmetric: false"
+                )
+            } else {
+                format!(
+                    "{d} per-block weights carry a zero point per block: set symmetric: false \
+                     (or use {} for symmetric blocks)",
+                    d.name().trim_start_matches('u')
+                )
+            };
+            return Err(self.err(
+                &self.newer(dtype_at, path(&["quantization", "weights", "symmetric"])),
+                why,
+            ));
+        }
+        if w.reduce_range {
+            self.warn(
+                &path(&["quantization", "weights", "reduce_range"]),
+                "has no effect on per-block weights (every block uses the full integer range)",
+            );
+        }
+        if w.format == WeightFormat::Matmulnbits && self.p.family == Family::Ane {
+            return Err(self.err(
+                &path(&["quantization", "weights", "format"]),
+                format!(
+                    "matmulnbits on {fam}: MatMulNBits is ONNX Runtime's com.microsoft op, which \
+                     Core ML's converters do not read; use qdq (DequantizeLinear with \
+                     block_size, the form of Core ML's constexpr_blockwise_shift_scale)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Warns about block-wise keys changed from their defaults while weights are not per-block.
+    fn block_keys_unused(&mut self) {
+        let w = &self.p.quantization.weights;
+        let d = WeightQuant::default();
+        let changed = [
+            ("format", w.format != d.format),
+            ("method", w.method != d.method),
+            ("lm_head", w.lm_head != d.lm_head),
+            ("embeddings", w.embeddings != d.embeddings),
+        ];
+        for (key, differs) in changed {
+            if differs {
+                self.warn(
+                    &path(&["quantization", "weights", key]),
+                    "has no effect unless granularity is per-block",
+                );
+            }
+        }
     }
 
     /// Bias type: int32 under quantized activations and weights, a float type otherwise.
@@ -265,7 +423,7 @@ impl Checker<'_> {
         let q = &self.p.quantization;
         let at = path(&["quantization", "bias", "dtype"]);
         let d = q.bias.dtype;
-        let quantized = !q.activations.dtype.is_float() && !q.weights.dtype.is_float();
+        let quantized = self.p.quantizes_activations() && self.p.quantizes_weights();
         if !d.is_float() && d != Dtype::Int32 {
             return Err(self.err(&at, format!("{d}: a bias is int32 or a float type")));
         }
@@ -335,7 +493,7 @@ impl Checker<'_> {
 
     fn calibration(&mut self) -> Checked {
         let c = &self.p.calibration;
-        let acts_quantized = !self.p.quantization.activations.dtype.is_float();
+        let acts_quantized = self.p.quantizes_activations();
         if acts_quantized && c.samples == 0 {
             return Err(self.err(
                 &path(&["calibration", "samples"]),
@@ -420,10 +578,15 @@ impl Checker<'_> {
     fn io(&self) -> Checked {
         let acts = self.p.quantization.activations.dtype;
         for (key, h) in [("inputs", self.p.io.inputs), ("outputs", self.p.io.outputs)] {
-            if h == IoHandling::Quantize && acts.is_float() {
+            if h == IoHandling::Quantize && !self.p.quantizes_activations() {
+                let why = if acts.is_float() {
+                    format!("activations are {acts}")
+                } else {
+                    "quantization is weight-only".to_string()
+                };
                 return Err(self.err(
                     &path(&["io", key]),
-                    format!("quantize, but activations are {acts}: there is no quantized type"),
+                    format!("quantize, but {why}: there is no quantized type"),
                 ));
             }
         }
@@ -518,7 +681,12 @@ impl Checker<'_> {
             return Ok(());
         }
         let has = |f: CpuFeature| features.contains(&f);
-        let acts = self.p.quantization.activations.dtype;
+        let acts = if self.p.quantizes_activations() {
+            self.p.quantization.activations.dtype
+        } else {
+            // Float activations: the integer kernels' preferences do not apply.
+            Dtype::Float32
+        };
         let act_at = path(&["quantization", "activations", "dtype"]);
         if acts == Dtype::Int8 && !has(CpuFeature::I8mm) {
             self.warn(
@@ -610,10 +778,17 @@ mod tests {
     }
 
     #[test]
-    fn every_builtin_passes_without_warnings() {
+    fn every_builtin_passes_without_warnings_but_its_deliberate_ones() {
+        use crate::profile::builtin::DELIBERATE_WARNINGS;
         for name in crate::profile::builtin::names() {
             let (p, s) = resolve(Layer::builtin(name).unwrap().unwrap()).unwrap();
-            assert_eq!(check(&p, &s).unwrap(), [], "{name}");
+            let keys: Vec<String> = check(&p, &s).unwrap().into_iter().map(|w| w.key).collect();
+            let expected: Vec<&str> = DELIBERATE_WARNINGS
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, k)| *k)
+                .collect();
+            assert_eq!(keys, expected, "{name}");
         }
     }
 
@@ -688,7 +863,7 @@ mod tests {
             ("extends: ane-fp16\nquantization: {activations: {dtype: bfloat16}}\n", "p.yaml:2:30: quantization.activations.dtype: bfloat16 differs from precision.compute (float16)"),
             ("extends: ane\nquantization: {activations: {dtype: float32}}\n", "float32 activations on ane"),
             ("extends: hexagon\nquantization: {activations: {dtype: float32}}\nprecision: {compute: float32}\n", "float32 activations on hexagon"),
-            ("extends: hexagon\nquantization: {weights: {dtype: int4}}\n", "int4 weights are not supported yet"),
+            ("extends: hexagon\nquantization: {weights: {dtype: int4}}\n", "int4 weights are per-block only"),
             ("extends: hexagon\nquantization: {bias: {dtype: float32}}\n", "float32 bias on hexagon"),
             ("extends: ane\nquantization: {bias: {dtype: int32}}\n", "int32 bias needs quantized activations"),
             ("extends: neon\nquantization: {weights: {dtype: float32}}\n", "a quantized op needs quantized weights"),
@@ -711,12 +886,63 @@ mod tests {
             ("extends: edgetpu\nops: {supported: {Slice: {strides: []}}}\n", "must list strides"),
             ("extends: edgetpu\nmemory: {parameter_cache_bytes: 0}\n", "must be ≥ 1"),
             ("family: cpu\nquantization: {activations: {dtype: int32}}\n", "int32 is a bias type"),
-            ("family: cpu\nquantization: {weights: {block_size: 10}}\n", "not a power of two"),
+            ("family: cpu\nquantization: {weights: {block_size: 10}}\n", "10: block-wise weights take 32, 64 or 128"),
         ];
         for (text, want) in cases {
             let e = err(text);
             assert!(e.contains(want), "{text}\n-> {e}");
             assert!(e.starts_with("p.yaml:") || e.starts_with("builtin:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn block_wise_weights_refuse_what_no_target_runs() {
+        let cases = [
+            ("extends: neon-int4\nquantization:\n  weights:\n    block_size: 48\n", "p.yaml:4:5: quantization.weights.block_size: 48: block-wise weights take 32, 64 or 128"),
+            // int4 comes from the parent, per-channel from this file: this file is blamed.
+            ("extends: neon-int4\nquantization:\n  weights:\n    granularity: per-channel\n", "p.yaml:4:5: quantization.weights.granularity: int4 weights are per-block only"),
+            ("extends: neon\nquantization:\n  weights:\n    dtype: uint4\n", "p.yaml:4:5: quantization.weights.dtype: uint4 weights are per-block only"),
+            ("extends: ane-int4\nquantization:\n  weights:\n    format: matmulnbits\n", "p.yaml:4:5: quantization.weights.format: matmulnbits on ane: MatMulNBits is ONNX Runtime's"),
+            ("extends: neon\nquantization:\n  weights:\n    granularity: per-block\n", "p.yaml:4:5: quantization.weights.granularity: per-block weights are weight-only, but activations are uint8"),
+            ("extends: edgetpu\nquantization: {weights: {granularity: per-block}}\n", "per-block weights on edgetpu"),
+            ("extends: hexagon\nquantization: {weights: {granularity: per-block}, activations: {dtype: float16}}\nprecision: {compute: float16}\n", "per-block weights on hexagon"),
+            ("extends: hexagon\nquantization: {weight_only: true}\n", "quantization.weight_only: weight-only on hexagon"),
+            ("extends: neon-int4\nquantization: {weights: {dtype: uint4}}\n", "quantization.weights.dtype: uint4 per-block weights carry a zero point per block: set symmetric: false (or use int4"),
+            ("extends: neon-int4\nquantization: {weights: {symmetric: false}}\n", "quantization.weights.symmetric: int4 per-block weights are symmetric (zero point 0); for a zero point per block use uint4"),
+            ("extends: neon-int4\nquantization: {weights: {dtype: int16}}\n", "int16 per block: block-wise weights are int4, uint4, int8 or uint8"),
+            ("extends: neon-int4\nquantization: {weights: {per_op: {MatMul: {granularity: per-block}}}}\n", "quantization.weights.per_op.MatMul.granularity: per-block applies to every weight"),
+            ("extends: neon-int4\nquantization: {weights: {method: gptq}}\n", "quantization.weights.method: unknown value 'gptq'"),
+            ("extends: neon\nquantization: {activations: {dtype: float32}}\n", "quantization.weights.granularity: per-channel weights with float activations on neon"),
+            ("extends: neon\nquantization: {weight_only: true, weights: {dtype: int4, granularity: per-block}}\n", "int32 bias needs quantized activations"),
+            ("extends: neon-int4\nio: {outputs: quantize}\n", "io.outputs: quantize, but activations are float32"),
+            ("extends: neon\nquantization: {weight_only: true, weights: {dtype: int4, granularity: per-block}, bias: {dtype: float32}}\nio: {inputs: quantize}\n", "io.inputs: quantize, but quantization is weight-only"),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.contains(want), "{text}\n-> {e}");
+            assert!(e.starts_with("p.yaml:") || e.starts_with("builtin:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn block_wise_settings_that_work() {
+        for text in [
+            "extends: neon-int4\nquantization: {weights: {dtype: uint4, symmetric: false, block_size: 128}}\n",
+            "extends: neon-int4\nquantization: {weights: {dtype: int8, format: qdq, lm_head: false, embeddings: true}}\n",
+            "extends: ane-int4\nquantization: {weights: {dtype: uint8, symmetric: false, block_size: 64}}\n",
+            // weight_only keeps the inherited uint8 activation settings out of play.
+            "extends: neon\nquantization: {weight_only: true, weights: {dtype: int4, granularity: per-block}, bias: {dtype: float32}}\n",
+            // Weight-only per channel stays what the ane target does without blocks.
+            "extends: ane-int4\nquantization: {weights: {dtype: int8, granularity: per-channel}}\nshapes: {static: true}\n",
+        ] {
+            let w = checked(text).unwrap_or_else(|e| panic!("{text}\n-> {e}"));
+            let unrelated: Vec<_> = w
+                .iter()
+                .filter(|w| !w.message.contains("has no effect unless granularity"))
+                // ane-int4's own (flexible shapes for the growing KV cache).
+                .filter(|w| w.key != "shapes.static")
+                .collect();
+            assert!(unrelated.is_empty(), "{text}\n-> {w:?}");
         }
     }
 
@@ -734,5 +960,35 @@ mod tests {
         );
         let w = checked("extends: edgetpu\nprecision: {pin_ops: [Softmax]}\n").unwrap();
         assert!(w[0].message.contains("split the graph"), "{w:?}");
+        let w = checked("extends: neon\nquantization: {weights: {format: matmulnbits}}\n").unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].to_string().starts_with(
+                "p.yaml:2:26: quantization.weights.format: has no effect unless granularity is per-block"
+            ),
+            "{}",
+            w[0]
+        );
+        let w =
+            checked("extends: neon-int4\nquantization: {weights: {reduce_range: true}}\n").unwrap();
+        assert!(
+            w.iter()
+                .any(|w| w.message.contains("no effect on per-block")),
+            "{w:?}"
+        );
+        let w = checked(
+            "extends: neon-int4\nquantization: {weights: {per_op: {Gemm: {granularity: per-tensor}}}}\n",
+        )
+        .unwrap();
+        assert!(
+            w.iter()
+                .any(|w| w.key == "quantization.weights.per_op.Gemm.granularity"),
+            "{w:?}"
+        );
+        let w = checked("extends: neon\nquantization: {weights: {block_size: 64}}\n").unwrap();
+        assert!(
+            w.iter().any(|w| w.key == "quantization.weights.block_size"),
+            "{w:?}"
+        );
     }
 }

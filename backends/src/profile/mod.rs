@@ -35,7 +35,7 @@ pub use schema::{
     ActivationQuant, BiasQuant, Calibration, CalibrationMethod, CpuFeature, Dtype, Family,
     FixedParams, FloatType, Granularity, Io, IoHandling, Memory, OpConstraints, Ops, Optimize,
     Precision, Profile, QdqDomain, Quantization, Shapes, UnsupportedPolicy, Validation,
-    WeightOverride, WeightQuant,
+    WeightFormat, WeightMethod, WeightOverride, WeightQuant,
 };
 
 use names::{closest, did_you_mean};
@@ -127,10 +127,23 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
          # `null` unsets, and `ops: {{drop: [Op]}}` removes inherited ops.\n\
          #\n\
          # Values: family edgetpu | hexagon | ane | neon | cpu\n\
-         #   dtype uint8 | int8 | uint16 | int16 | float16 | bfloat16 | float32 (bias: int32 or a float)\n\
-         #   granularity per-tensor | per-channel;  calibration.method minmax | percentile | entropy | mse\n\
+         #   dtype uint8 | int8 | uint16 | int16 | float16 | bfloat16 | float32 (bias: int32 or a float;\n\
+         #     weights also int4 | uint4, per-block only)\n\
+         #   granularity per-tensor | per-channel | per-block;  calibration.method minmax | percentile | entropy | mse\n\
          #   ops.unsupported fallback | error;  io.inputs / io.outputs float | quantize\n\
          #   cpu_features dotprod | i8mm | fp16 | bf16;  optimize.fusions: {}\n\
+         #\n\
+         # Weight-only (activations stay in precision.compute): quantization.weight_only: true, or a\n\
+         # float quantization.activations.dtype. Block-wise weights (weight-only; neon and ane) take\n\
+         # quantization.weights with granularity: per-block and\n\
+         #   dtype       int4 | int8 (symmetric: true) or uint4 | uint8 (symmetric: false, a zero point per block)\n\
+         #   block_size  32 | 64 | 128 weights along K per scale (default 32)\n\
+         #   format      qdq (DequantizeLinear with block_size, opset 21) | matmulnbits (ONNX Runtime's\n\
+         #               com.microsoft.MatMulNBits; neon and cpu only)\n\
+         #   method      rtn (round to nearest)\n\
+         #   lm_head     true | false: the MatMul/Gemm feeding a graph output too\n\
+         #   embeddings  true | false: Gather embedding tables too (always qdq)\n\
+         #   min_elements N: smaller weights stay float\n\
          #\n\
          # Check it:        kiln profile check FILE\n\
          # See the result:  kiln profile show FILE\n\
@@ -169,7 +182,15 @@ mod tests {
             let loaded = load(name).unwrap();
             assert_eq!(loaded.profile.name, name);
             assert!(!loaded.profile.description.is_empty(), "{name}");
-            assert!(loaded.warnings.is_empty(), "{name}: {:?}", loaded.warnings);
+            let deliberate = builtin::DELIBERATE_WARNINGS
+                .iter()
+                .filter(|(n, _)| *n == name);
+            assert_eq!(
+                loaded.warnings.len(),
+                deliberate.count(),
+                "{name}: {:?}",
+                loaded.warnings
+            );
             let shown = loaded.to_yaml();
             let again = parse(&shown, "shown.yaml").unwrap();
             assert_eq!(again.profile, loaded.profile, "{name}:\n{shown}");
@@ -192,6 +213,28 @@ mod tests {
         let p = load("ane-fp16").unwrap();
         assert_eq!(p.sources, ["builtin:ane-fp16", "builtin:ane"]);
         assert_eq!(p.profile.family, Family::Ane);
+    }
+
+    #[test]
+    fn int4_profiles_extend_their_family() {
+        for (name, parent) in [("neon-int4", "neon"), ("ane-int4", "ane")] {
+            let p = load(name).unwrap();
+            assert_eq!(
+                p.sources,
+                [format!("builtin:{name}"), format!("builtin:{parent}")]
+            );
+            assert_eq!(p.profile.family, load(parent).unwrap().profile.family);
+            assert!(p.profile.blockwise_config().is_some(), "{name}");
+        }
+        // An int8 weight-only variant is one key away.
+        let p = parse(
+            "extends: neon-int4\nquantization: {weights: {dtype: int8}}\n",
+            "int8.yaml",
+        )
+        .unwrap();
+        let c = p.profile.blockwise_config().unwrap();
+        assert_eq!(c.bits, kiln_passes::quant::blockwise::Bits::Eight);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
     #[test]

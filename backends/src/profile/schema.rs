@@ -51,9 +51,9 @@ impl Family {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
-    /// 4-bit unsigned (weights, block-wise; not implemented by the quantizer yet).
+    /// 4-bit unsigned (weights, per-block only, with a zero point per block).
     Uint4,
-    /// 4-bit signed (weights, block-wise; not implemented by the quantizer yet).
+    /// 4-bit signed (weights, per-block only, symmetric).
     Int4,
     /// 8-bit unsigned.
     Uint8,
@@ -150,7 +150,7 @@ impl FloatType {
     }
 }
 
-/// One scale for the whole weight tensor, or one per output channel.
+/// One scale for the whole weight tensor, one per output channel, or one per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Granularity {
@@ -159,6 +159,51 @@ pub enum Granularity {
     /// One scale (and zero point) per output channel, on the axis the op implies.
     #[default]
     PerChannel,
+    /// One scale (and zero point) per `block_size` weights along K of each output column:
+    /// weight-only (activations stay float), MatMul/Gemm weights and optionally embeddings.
+    PerBlock,
+}
+
+impl Granularity {
+    /// The name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::PerTensor => "per-tensor",
+            Granularity::PerChannel => "per-channel",
+            Granularity::PerBlock => "per-block",
+        }
+    }
+}
+
+/// How block-wise weights are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightFormat {
+    /// Standard ONNX: an opset-21 `DequantizeLinear` with `block_size` in front of the float
+    /// MatMul/Gemm.
+    #[default]
+    Qdq,
+    /// ONNX Runtime's `com.microsoft.MatMulNBits` (runs only in ONNX Runtime).
+    Matmulnbits,
+}
+
+impl WeightFormat {
+    /// The name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Qdq => "qdq",
+            WeightFormat::Matmulnbits => "matmulnbits",
+        }
+    }
+}
+
+/// How block-wise integers are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightMethod {
+    /// Round to nearest, block by block (no data needed).
+    #[default]
+    Rtn,
 }
 
 /// How calibration turns observed values into a range.
@@ -298,6 +343,9 @@ pub struct Quantization {
     pub fixed_outputs: BTreeMap<String, BTreeMap<Dtype, FixedParams>>,
     /// Domain of 16-bit Q/DQ ops.
     pub qdq_domain: QdqDomain,
+    /// Quantize weights only, whatever `activations.dtype` says: activations stay in
+    /// `precision.compute` (as a float activation dtype also says).
+    pub weight_only: bool,
 }
 
 /// Activation quantization.
@@ -332,14 +380,22 @@ pub struct WeightQuant {
     pub symmetric: bool,
     /// Use one bit less of range.
     pub reduce_range: bool,
-    /// Per-tensor or per-channel, unless `per_op` says otherwise for an op.
+    /// Per-tensor, per-channel (unless `per_op` says otherwise for an op) or per-block.
     pub granularity: Granularity,
-    /// Elements per block for block-wise (4-bit) weights.
+    /// Weights along K that share a scale, for per-block weights: 32, 64 or 128 (none: 32).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u32>,
     /// Weights with fewer elements stay float (Core ML's `weight_threshold`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_elements: Option<u64>,
+    /// How per-block weights are written.
+    pub format: WeightFormat,
+    /// How per-block integers are chosen.
+    pub method: WeightMethod,
+    /// Per-block: quantize the LM head (the MatMul/Gemm feeding a graph output) too.
+    pub lm_head: bool,
+    /// Per-block: quantize Gather embedding tables too (always in the QDQ form).
+    pub embeddings: bool,
     /// Per-op exceptions, by op type.
     pub per_op: BTreeMap<String, WeightOverride>,
 }
@@ -353,6 +409,10 @@ impl Default for WeightQuant {
             granularity: Granularity::PerChannel,
             block_size: None,
             min_elements: None,
+            format: WeightFormat::Qdq,
+            method: WeightMethod::Rtn,
+            lm_head: true,
+            embeddings: false,
             per_op: BTreeMap::new(),
         }
     }

@@ -166,7 +166,13 @@ pub fn quantize(
     options: &QuantizeOptions,
     progress: &mut dyn FnMut(Stage, Progress),
 ) -> Result<QuantizeReport, QuantizeError> {
-    refuse_quantized(model)?;
+    match options.mode {
+        // Weight-only quantization touches float weights only: weights already behind a
+        // DequantizeLinear and activation Q/DQ (a compile target legalizing a quantized
+        // model) are left alone.
+        Mode::WeightOnly { .. } if only_qdq(model) => {}
+        _ => refuse_quantized(model)?,
+    }
     let config = &options.config;
     let nodes_before = operators(model);
     let opset_before = model.opset("").unwrap_or(0);
@@ -426,7 +432,7 @@ pub fn quantize(
                     ))
                 }
             };
-            let quantizer: &dyn BlockQuantizer = match &gptq {
+            let quantizer: &(dyn BlockQuantizer + Sync) = match &gptq {
                 Some(g) => g,
                 None => &Rtn,
             };
@@ -524,6 +530,15 @@ pub fn quantization_ops(model: &Model) -> Option<(usize, String)> {
         .collect::<Vec<_>>()
         .join(", ");
     Some((ops.values().sum(), described))
+}
+
+/// Whether the model's only quantization ops are `QuantizeLinear`/`DequantizeLinear`.
+fn only_qdq(model: &Model) -> bool {
+    model
+        .graph
+        .nodes()
+        .filter(|(_, n)| n.is_operator() && QUANTIZED_OPS.contains(&n.op_type()))
+        .all(|(_, n)| matches!(n.op_type(), "QuantizeLinear" | "DequantizeLinear"))
 }
 
 /// Refuses a model that already has Q/DQ or integer ops: quantizing twice compounds error.

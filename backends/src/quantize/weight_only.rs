@@ -15,7 +15,7 @@ use super::report::{Before, BlockWeightReport, SkippedNode, WeightOnlyReport};
 pub(super) fn run(
     model: &mut Model,
     config: &BlockwiseConfig,
-    quantizer: &dyn BlockQuantizer,
+    quantizer: &(dyn BlockQuantizer + Sync),
 ) -> Result<(WeightOnlyReport, Vec<String>, Vec<SkippedNode>), QuantizeError> {
     let before = constant_bytes(&model.graph);
     let done = quantize_blockwise_with(model, config, quantizer)?;

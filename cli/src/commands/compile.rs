@@ -103,13 +103,17 @@ fn has_test_data(dir: &std::path::Path) -> bool {
 fn summary(r: &CompileReport) -> String {
     let p = &r.partition;
     let mut o = format!(
-        "{} for {} ({})\npartition    {} nodes on the device, {} on the CPU ({:.1} % of MACs on the device), {} device segment(s), {} transition(s)\n",
+        "{} for {} ({})\npartition    {} nodes on the device, {} on the CPU ({}), {} device segment(s), {} transition(s)\n",
         r.model,
         r.profile,
         r.target,
         p.device.nodes,
         p.cpu.nodes,
-        p.device_mac_share * 100.0,
+        match p.device_mac_share {
+            Some(s) => format!("{:.1} % of MACs on the device", s * 100.0),
+            None if p.macs_unknown > 0 => format!("MAC share unknown: {} node(s) without shapes", p.macs_unknown),
+            None => "no MACs".to_string(),
+        },
         p.device_segments,
         p.transitions
     );

@@ -22,7 +22,8 @@ pub struct Args {
     /// Run only these passes (comma-separated; they run in pipeline order). Passes:
     /// unlist-initializers, infer-shapes, fold-constants, remove-identity, remove-noop, cancel-transposes,
     /// dedup-constants, cse, dead-code, upgrade-opset, fuse-conv-bn, fuse-matmul-add,
-    /// fold-bias, fuse-layernorm, fuse-gelu, note-activations, note-silu, find-attention.
+    /// fold-bias, fuse-layernorm, fuse-rmsnorm, fuse-gelu, note-activations, note-silu,
+    /// note-rotary, find-attention.
     #[arg(
         long,
         value_delimiter = ',',
@@ -39,7 +40,8 @@ pub struct Args {
     /// Never change the opset (by default Kiln upgrades when that lets a fusion fire).
     #[arg(long)]
     keep_opset: bool,
-    /// Allow ONNX Runtime's com.microsoft operators (e.g. Gelu below opset 20).
+    /// Allow ONNX Runtime's own operators (com.microsoft Gelu below opset 20,
+    /// SimplifiedLayerNormalization below 23).
     #[arg(long)]
     allow_contrib: bool,
     /// Largest tensor, in elements, that constant folding may create.

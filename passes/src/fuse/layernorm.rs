@@ -118,7 +118,7 @@ fn apply(g: &mut Graph, m: &Match, plan: Plan) {
 }
 
 /// The axes a ReduceMean with `keepdims = 1` reduces (`None` for all axes or no-op forms).
-fn reduce_axes(g: &Graph, r: NodeIndex) -> Option<Vec<i64>> {
+pub(super) fn reduce_axes(g: &Graph, r: NodeIndex) -> Option<Vec<i64>> {
     let node = g.node(r)?;
     if node.attr("keepdims").and_then(|a| a.as_int()).unwrap_or(1) != 1 {
         return None;
@@ -376,7 +376,7 @@ fn plan(g: &Graph, m: &Match) -> Option<Plan> {
 
 /// A gamma / beta broadcast against `[…, norm]` (rank `rank`) as a tensor of shape `norm`;
 /// `None` when it would vary over the leading axes or grow the result.
-fn to_normalized(t: &Tensor, norm: &[usize], rank: usize) -> Option<Vec<f64>> {
+pub(super) fn to_normalized(t: &Tensor, norm: &[usize], rank: usize) -> Option<Vec<f64>> {
     let ts = t.shape();
     if ts.len() > rank {
         return None;

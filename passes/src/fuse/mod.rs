@@ -4,10 +4,11 @@
 //! that cannot be proved safe is left alone.
 //!
 //! Rewrites: [`FuseConvBn`] (`fuse-conv-bn`), [`FuseMatMulAdd`] (`fuse-matmul-add`),
-//! [`FoldBias`] (`fold-bias`), [`FuseLayerNorm`] (`fuse-layernorm`), [`FuseGelu`]
-//! (`fuse-gelu`). Notes that leave the computation unchanged and mark nodes for later stages
+//! [`FoldBias`] (`fold-bias`), [`FuseLayerNorm`] (`fuse-layernorm`), [`FuseRmsNorm`]
+//! (`fuse-rmsnorm`), [`FuseGelu`] (`fuse-gelu`). Notes that leave the computation unchanged and mark nodes for later stages
 //! (see each module for its metadata key): [`NoteActivations`] (`note-activations`),
-//! [`NoteSilu`] (`note-silu`), [`FindAttention`] (`find-attention`).
+//! [`NoteSilu`] (`note-silu`), [`NoteRotary`] (`note-rotary`), [`FindAttention`]
+//! (`find-attention`).
 //!
 //! Every pass also works inside subgraphs (If / Loop / Scan bodies).
 
@@ -19,6 +20,8 @@ mod gelu;
 mod gemm;
 mod layernorm;
 mod pattern;
+mod rmsnorm;
+mod rotary;
 mod silu;
 
 #[cfg(test)]
@@ -31,6 +34,8 @@ pub use conv_bn::FuseConvBn;
 pub use gelu::FuseGelu;
 pub use gemm::FuseMatMulAdd;
 pub use layernorm::FuseLayerNorm;
+pub use rmsnorm::{decomposed_rmsnorms, FuseRmsNorm, RmsNormUnit};
+pub use rotary::{NoteRotary, ROTARY_KEY};
 pub use silu::{NoteSilu, SILU_KEY};
 
 use crate::pipeline::Pass;
@@ -38,8 +43,9 @@ use crate::pipeline::Pass;
 /// What the fusions may emit beyond the default ONNX domain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FuseOptions {
-    /// Allow ONNX Runtime's `com.microsoft` operators (Gelu, FastGelu) where the model's opset
-    /// is too old for the standard one.
+    /// Allow ONNX Runtime's own operators (`com.microsoft` Gelu / FastGelu, and the
+    /// default-domain SimplifiedLayerNormalization ONNX Runtime registers) where the model's
+    /// opset is too old for the standard one.
     pub allow_contrib: bool,
 }
 
@@ -52,11 +58,15 @@ pub fn fusion_passes(opts: FuseOptions) -> Vec<Box<dyn Pass>> {
         Box::new(FuseMatMulAdd),
         Box::new(FoldBias),
         Box::new(FuseLayerNorm),
+        Box::new(FuseRmsNorm {
+            allow_contrib: opts.allow_contrib,
+        }),
         Box::new(FuseGelu {
             allow_contrib: opts.allow_contrib,
         }),
         Box::new(NoteActivations),
         Box::new(NoteSilu),
+        Box::new(NoteRotary),
         Box::new(FindAttention),
     ]
 }

@@ -1,5 +1,6 @@
 //! Normalizations whose extra outputs need more than the input's type: BatchNormalization
-//! (training outputs) and LayerNormalization (mean and inverse std dev).
+//! (training outputs), LayerNormalization (mean and inverse std dev) and ONNX Runtime's
+//! SimplifiedLayerNormalization (inverse std dev).
 
 use crate::ir::Dim;
 use crate::tensor::DataType;
@@ -40,6 +41,15 @@ pub fn layer_norm(ctx: &Ctx) -> Option<Vec<Ty>> {
     Some(vec![y, stats.clone(), stats])
 }
 
+/// ONNX Runtime's SimplifiedLayerNormalization (registered in the default domain): Y shaped
+/// like X, of the scale's type V (X's when unknown); the optional inv_std_var like
+/// LayerNormalization's InvStdDev.
+pub fn simplified_layer_norm(ctx: &Ctx) -> Option<Vec<Ty>> {
+    let elem = ctx.elem(1).or_else(|| ctx.elem(0));
+    let y = Ty::tensor(elem, ctx.shape(0).map(<[Dim]>::to_vec));
+    Some(vec![y, layer_norm(ctx)?.pop()?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
@@ -73,5 +83,22 @@ mod tests {
             1,
         );
         assert_eq!(out_type(&m, 0), "float32[n,3,h,w]");
+        let (m, _) = run_one(
+            17,
+            "SimplifiedLayerNormalization",
+            &[f32_in(&["b", "s", "64"]), f32_in(&["64"])],
+            &[],
+            2,
+        );
+        assert_eq!(out_type(&m, 0), "float32[b,s,64]");
+        assert_eq!(out_type(&m, 1), "float32[b,s,1]");
+        let (m, _) = run_one(
+            23,
+            "RMSNormalization",
+            &[f32_in(&["b", "s", "64"]), f32_in(&["64"])],
+            &[],
+            1,
+        );
+        assert_eq!(out_type(&m, 0), "float32[b,s,64]");
     }
 }

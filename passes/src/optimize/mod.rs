@@ -38,7 +38,8 @@ pub struct OptimizeOptions {
     pub target_opset: Option<i64>,
     /// Never change the opset (no automatic upgrade).
     pub keep_opset: bool,
-    /// Allow ONNX Runtime's `com.microsoft` operators where the opset lacks the standard one.
+    /// Allow ONNX Runtime's own operators (`com.microsoft` Gelu, default-domain
+    /// SimplifiedLayerNormalization) where the opset lacks the standard one.
     pub allow_contrib: bool,
     /// Largest tensor (elements) constant folding may create.
     pub fold_limit: Option<usize>,

@@ -8,6 +8,8 @@
 //! then removes `Cast(float32) → Cast(low)` pairs between pinned ops, so a chain such as
 //! LayerNormalization → Softmax stays in the low float. [`ort_cpu_lacks_kernel`] says which
 //! op types need the twin on ONNX Runtime's CPU provider (measured, see [`ort_kernels`]).
+//! Naming a fused RMSNorm op (`RMSNormalization`, `SimplifiedLayerNormalization`) also pins
+//! every RMSNorm left decomposed, as one unit (see [`units`]).
 
 mod cancel_casts;
 mod convert_constants;
@@ -15,6 +17,7 @@ pub mod ort_kernels;
 mod pin;
 mod select;
 mod types;
+pub mod units;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +32,7 @@ use crate::tensor::DataType;
 
 pub use cancel_casts::CancelCasts;
 pub use ort_kernels::ort_cpu_lacks_kernel;
+pub use units::{pins_rmsnorm, unit_nodes, RMSNORM_OPS, UNIT_KEY};
 
 /// Computes the named op types in a 16-bit float: Cast in, op in the low-precision float, Cast out.
 ///
@@ -48,8 +52,13 @@ pub use ort_kernels::ort_cpu_lacks_kernel;
 /// bfloat16 (Cast-13). The pass runs shape inference first, so it works on a freshly loaded
 /// model. Run [`CancelCasts`] after it.
 ///
+/// When `ops` names `RMSNormalization` or `SimplifiedLayerNormalization`, every decomposed
+/// RMSNorm is pinned as a unit first (input, weight and output rounded to the low float,
+/// float32 inside; see [`units`]), and its nodes are then left alone by the op-type pinning.
+///
 /// Changes: `pinned` (nodes now computed in the low float), `simulated` (twins),
-/// `input casts`, `output casts`, `constants converted`, `attributes converted`.
+/// `rmsnorm units`, `input casts`, `output casts`, `constants converted`,
+/// `attributes converted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinPrecision {
     /// Op types (default ONNX domain) to pin.

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 
 use crate::ir::{Graph, Node, NodeIndex, NodeKind, ValueInfo, ValueRef};
 use crate::pipeline::{Changes, PassError};
-use crate::tensor::DataType;
+use crate::tensor::{DataType, Tensor};
 
-use super::convert_constants::Conversion;
-use super::select::{decide, Decision, Input, Plan};
+use super::convert_constants::{overflows, Conversion};
+use super::select::{decide, is_rounded, Decision, Input, Plan};
 use super::types::{add_cast, cast_readers, elem_type, info_of, retyped, set_elem_type};
+use super::units::{in_pinned_unit, mark_unit, pins_rmsnorm};
 use super::{low_dtype, PinPrecision, PinReport, PinnedNode, SkippedNode};
+use crate::fuse::{decomposed_rmsnorms, RmsNormUnit};
 use crate::ir::NameSet;
 
 /// What one graph's rewrite shares between its pinned nodes.
@@ -106,11 +108,14 @@ fn pin_graph(
     report: &mut PinReport,
 ) -> Result<(), PassError> {
     let low = low_dtype(pin.float);
-    let candidates: Vec<NodeIndex> = graph
-        .topo_order()
-        .into_iter()
-        .filter(|&i| matches!(&graph[i].kind, NodeKind::Op { op_type, .. } if pin.ops.contains(op_type)))
-        .collect();
+    let label_of = |graph: &Graph, idx: NodeIndex| {
+        let node = &graph[idx];
+        if node.name.is_empty() {
+            format!("#{}", idx.index())
+        } else {
+            node.name.clone()
+        }
+    };
     let mut rw = Rewriter {
         low,
         names,
@@ -120,14 +125,43 @@ fn pin_graph(
         constants: HashMap::new(),
         maybe_dead: Vec::new(),
     };
+    if pins_rmsnorm(&pin.ops) {
+        for unit in decomposed_rmsnorms(graph) {
+            let Some(&last) = unit.nodes.last() else {
+                continue;
+            };
+            let label = label_of(graph, last);
+            let why = match blocked {
+                Some(why) => Err(why.to_string()),
+                None => rw.pin_unit(graph, &unit)?,
+            };
+            match why {
+                Ok(()) => {
+                    rw.changes.add("rmsnorm units", 1);
+                    report.pinned.push(PinnedNode {
+                        graph: graph.name.clone(),
+                        node: label,
+                        op_type: UNIT_OP.into(),
+                        simulated: false,
+                    });
+                }
+                Err(reason) => report.skipped.push(SkippedNode {
+                    graph: graph.name.clone(),
+                    node: label,
+                    op_type: UNIT_OP.into(),
+                    reason,
+                }),
+            }
+        }
+    }
+    let candidates: Vec<NodeIndex> = graph
+        .topo_order()
+        .into_iter()
+        .filter(|&i| matches!(&graph[i].kind, NodeKind::Op { op_type, .. } if pin.ops.contains(op_type)))
+        .collect();
     for idx in candidates {
-        let node = &graph[idx];
-        let op_type = node.op_type().to_string();
-        let label = if node.name.is_empty() {
-            format!("#{}", idx.index())
-        } else {
-            node.name.clone()
-        };
+        let op_type = graph[idx].op_type().to_string();
+        let label = label_of(graph, idx);
         let simulated = pin.simulate.contains(&op_type);
         let conv = if simulated {
             Conversion::RoundedThrough(low)
@@ -163,7 +197,95 @@ fn pin_graph(
     Ok(())
 }
 
+/// How reports name a decomposed RMSNorm pinned as a unit.
+const UNIT_OP: &str = "RMSNorm (decomposed)";
+
 impl Rewriter<'_> {
+    /// Pins a decomposed RMSNorm as a unit (see [`super::units`]): its input and weight rounded
+    /// to the low float, its output rounded, the ops between left in float32; or why not.
+    fn pin_unit(
+        &mut self,
+        g: &mut Graph,
+        unit: &RmsNormUnit,
+    ) -> Result<Result<(), String>, PassError> {
+        let Some(&last) = unit.nodes.last() else {
+            return Ok(Err("empty pattern".into()));
+        };
+        if unit
+            .nodes
+            .iter()
+            .any(|&n| g.node(n).is_some_and(in_pinned_unit))
+        {
+            return Ok(Err("already pinned as a unit".into()));
+        }
+        let out = ValueRef::new(last, 0);
+        for (what, v) in [("input", unit.x), ("output", out)] {
+            match elem_type(g, v) {
+                Some(DataType::Float) => {}
+                Some(t) => return Ok(Err(format!("its {what} is {t}, not float32"))),
+                None => return Ok(Err(format!("the type of its {what} is unknown"))),
+            }
+        }
+        let conv = Conversion::RoundedThrough(self.low);
+        let weight = match unit.weight {
+            Some(w) => {
+                let Some(t) = g.constant(w) else {
+                    return Ok(Err("its weight is not a constant".into()));
+                };
+                let rounded = conv.apply(t)?;
+                if overflows(t, &rounded) {
+                    return Ok(Err(format!(
+                        "weight '{}' has values beyond {}'s range",
+                        g.value_name(w),
+                        self.low
+                    )));
+                }
+                (&rounded != t).then_some((w, rounded))
+            }
+            None => None,
+        };
+        let x = if is_rounded(g, unit.x, self.low) {
+            unit.x
+        } else {
+            self.rounded(g, unit.x)
+        };
+        for &n in &unit.nodes {
+            for (slot, v) in g.inputs(n).into_iter().enumerate() {
+                if v == Some(unit.x) && x != unit.x {
+                    g.connect(x, n, slot);
+                }
+                if let Some((w, t)) = weight.as_ref().filter(|(w, _)| v == Some(*w)) {
+                    let c = self.rounded_constant(g, *w, t.clone());
+                    g.connect(c, n, slot);
+                    self.maybe_dead.push(*w);
+                }
+            }
+        }
+        self.round_output(g, out);
+        let mark = format!("{}, float32 inside", self.low);
+        for &n in &unit.nodes {
+            if let Some(node) = g.node_mut(n) {
+                mark_unit(node, &mark);
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The rounded copy of constant `value` (made once per constant).
+    fn rounded_constant(&mut self, g: &mut Graph, value: ValueRef, rounded: Tensor) -> ValueRef {
+        let key = (value, true);
+        if let Some(&c) = self.constants.get(&key) {
+            return c;
+        }
+        let name = self
+            .names
+            .fresh(&format!("{}_{}_rounded", g.value_name(value), self.low));
+        let c = ValueRef::new(g.add_node(Node::initializer(&name, rounded)), 0);
+        self.constants.insert(key, c);
+        self.changes.add("constants converted", 1);
+        c
+    }
+
     fn apply(&mut self, g: &mut Graph, idx: NodeIndex, plan: Plan, simulate: bool) {
         for (slot, input) in plan.inputs {
             let new = match input {

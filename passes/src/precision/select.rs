@@ -6,6 +6,7 @@ use crate::tensor::{DataType, Tensor};
 
 use super::convert_constants::{converted_attributes, overflows, Conversion};
 use super::types::{cast_readers, cast_to, elem_type, is_onnx_op};
+use super::units::in_pinned_unit;
 
 /// What pinning one node changes.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ fn own_type_inputs(op: &str) -> &'static [usize] {
 }
 
 /// Outputs with their own type: LayerNormalization's Mean and InvStdDev are of `stash_type`,
-/// not T, so they keep their type (and their readers) when the op computes in the low float.
+/// not T (likewise ONNX Runtime's SimplifiedLayerNormalization's inv_std_var), so they keep their type (and their readers) when the op computes in the low float.
 ///
 /// `stash_type` itself is kept as the model has it (default 1, float32): it is the precision
 /// the kernel accumulates mean and variance in, and a sum of squares over a whole row is where
@@ -63,6 +64,8 @@ fn own_type_inputs(op: &str) -> &'static [usize] {
 fn own_type_outputs(op: &str) -> &'static [usize] {
     match op {
         "LayerNormalization" => &[1, 2],
+        // Its optional second output, inv_std_var, is of type U (float32 or double).
+        "SimplifiedLayerNormalization" => &[1],
         _ => &[],
     }
 }
@@ -78,6 +81,9 @@ pub(crate) fn decide(
     let Some(node) = graph.node(idx) else {
         return skip("node vanished".into());
     };
+    if in_pinned_unit(node) {
+        return skip("part of a decomposed RMSNorm pinned as a unit".into());
+    }
     if !is_onnx_op(node) {
         return skip(format!(
             "domain '{}' is not the default ONNX domain",
@@ -190,7 +196,7 @@ pub(crate) fn decide(
 }
 
 /// `v` is `Cast(float32)` of a low-float value: already rounded to the low float.
-fn is_rounded(graph: &Graph, v: ValueRef, low: DataType) -> bool {
+pub(crate) fn is_rounded(graph: &Graph, v: ValueRef, low: DataType) -> bool {
     let Some(node) = graph.node(v.node) else {
         return false;
     };

@@ -811,3 +811,194 @@ fn pinning_is_deterministic() {
     }
     assert_eq!(a.to_proto(), b.to_proto());
 }
+
+fn simplified_layer_norm(g: &mut Graph, x: ValueRef, scale: ValueRef, out: &str) -> ValueRef {
+    node(
+        g,
+        Node::op("SimplifiedLayerNormalization", out, &[out])
+            .with_attr("axis", AttrValue::Int(-1))
+            .with_attr("epsilon", AttrValue::Float(1e-5))
+            .with_attr("stash_type", AttrValue::Int(1)),
+        &[x, scale],
+    )
+}
+
+#[test]
+fn simplified_layer_norm_pins_like_layer_norm() {
+    let mut m = Model::new(17);
+    let g = &mut m.graph;
+    let x = input(g, "x", DataType::Float, &[2, 8]);
+    let s = init(g, "scale", f32s(&[1.5; 8]));
+    let y = simplified_layer_norm(g, x, s, "y");
+    output(g, y);
+    let r = pin(
+        &PinPrecision::for_ort_cpu(set(&["SimplifiedLayerNormalization"]), PinFloat::Float16),
+        &mut m,
+    );
+    assert_eq!(r.changes.get("pinned"), 1, "{}", r.changes);
+    assert!(!r.pinned[0].simulated, "ORT's CPU has a float16 kernel");
+    let g = &m.graph;
+    assert_eq!(
+        cast_target(g, g.input(y.node, 0).unwrap()),
+        DataType::Float16
+    );
+    assert_eq!(
+        g.constant_input(y.node, 1).unwrap().dtype(),
+        DataType::Float16
+    );
+    assert_eq!(ty(g, y), Some(DataType::Float16));
+    assert_eq!(output_names(&m), ["y"]);
+}
+
+#[test]
+fn simplified_layer_norm_inv_std_var_keeps_its_type() {
+    let mut m = Model::new(17);
+    let g = &mut m.graph;
+    let x = input(g, "x", DataType::Float, &[2, 8]);
+    let s = init(g, "scale", f32s(&[1.5; 8]));
+    let n = node(
+        g,
+        Node::op("SimplifiedLayerNormalization", "sln", &["y", "inv"])
+            .with_attr("axis", AttrValue::Int(-1)),
+        &[x, s],
+    );
+    let inv = ValueRef::new(n.node, 1);
+    output(g, n);
+    output(g, inv);
+    *g.value_info_mut(inv) =
+        ValueInfo::tensor("inv", DataType::Float, &[Dim::Known(2), Dim::Known(1)]);
+    let r = pin(
+        &pinner(&["SimplifiedLayerNormalization"], PinFloat::Float16),
+        &mut m,
+    );
+    assert_eq!(r.changes.get("output casts"), 1, "{}", r.changes);
+    let g = &m.graph;
+    assert_eq!(
+        ty(g, inv),
+        Some(DataType::Float),
+        "inv_std_var is float32 (U)"
+    );
+    assert_eq!(g.outputs[1].value, inv);
+}
+
+/// x [2, 8] → decomposed RMSNorm (Pow, ReduceMean, Add, Sqrt, Div(1, ·), Mul(x, ·),
+/// Mul(weight, ·)) → y, plus a residual Add(x, y) → z: the Llama form.
+fn rmsnorm_model() -> (Model, ValueRef, Vec<ValueRef>, ValueRef, ValueRef) {
+    let mut m = Model::new(17);
+    let g = &mut m.graph;
+    let x = input(g, "x", DataType::Float, &[2, 8]);
+    let two = init(g, "two", Tensor::scalar(2.0f32));
+    let sq = op(g, "Pow", &[x, two], "sq");
+    let ms = node(
+        g,
+        Node::op("ReduceMean", "ms", &["ms"]).with_attr("axes", AttrValue::Ints(vec![-1])),
+        &[sq],
+    );
+    let eps = init(g, "eps", Tensor::scalar(1e-5f32));
+    let ve = op(g, "Add", &[ms, eps], "ve");
+    let rms = op(g, "Sqrt", &[ve], "rms");
+    let one = init(g, "one", Tensor::scalar(1.0f32));
+    let inv = op(g, "Div", &[one, rms], "inv");
+    let normed = op(g, "Mul", &[x, inv], "normed");
+    let w = init(
+        g,
+        "weight",
+        f32s(&[0.1, 1.0, 2.0, -3.5, 1e-3, 7.0, 0.3, 1.5]),
+    );
+    let y = op(g, "Mul", &[w, normed], "y");
+    let z = op(g, "Add", &[x, y], "z");
+    output(g, z);
+    (m, x, vec![sq, ms, ve, rms, inv, normed, y], y, z)
+}
+
+#[test]
+fn a_decomposed_rmsnorm_is_pinned_as_a_unit() {
+    let (mut m, x, members, y, z) = rmsnorm_model();
+    // Mul and Add are pinned by type too: the unit's Muls and Add are left to the unit.
+    let p = pinner(&["RMSNormalization", "Mul", "Add"], PinFloat::Float16);
+    let r = pin(&p, &mut m);
+    let c = &r.changes;
+    assert_eq!(c.get("rmsnorm units"), 1, "{c}");
+    assert_eq!(
+        r.pinned.len(),
+        2,
+        "the unit and the residual Add: {:?}",
+        r.pinned
+    );
+    assert_eq!(r.pinned[0].op_type, "RMSNorm (decomposed)");
+    let skipped: Vec<&str> = r.skipped.iter().map(|s| s.reason.as_str()).collect();
+    assert_eq!(
+        skipped,
+        vec!["part of a decomposed RMSNorm pinned as a unit"; 3],
+        "Add(eps), Mul(x, inv), Mul(weight)"
+    );
+    let g = &m.graph;
+    // Pow and Mul(x, ·) read x rounded through float16; inside, everything stays float32.
+    for &reader in &[members[0], members[5]] {
+        let rx = g.input(reader.node, 0).unwrap();
+        assert_eq!(cast_target(g, rx), DataType::Float);
+        let low = g.input(rx.node, 0).unwrap();
+        assert_eq!(cast_target(g, low), DataType::Float16);
+        assert_eq!(g.input(low.node, 0), Some(x));
+    }
+    for &v in &members {
+        assert_eq!(ty(g, v), Some(DataType::Float), "{}", g.value_name(v));
+        assert!(units::in_pinned_unit(&g[v.node]));
+    }
+    // The weight is rounded and stays float32.
+    let w = g.constant_input(y.node, 0).unwrap();
+    assert_eq!(w.dtype(), DataType::Float);
+    assert_eq!(w.to_vec::<f32>().unwrap()[0], f16::from_f32(0.1).to_f32());
+    assert!(g.find_value("weight").is_none());
+    // The output is rounded: Mul → Cast(f16) → Cast(f32) named "y", which the residual reads.
+    assert_eq!(g.value_name(y), "y_unrounded");
+    let y_now = g.find_value("y").unwrap();
+    assert_eq!(cast_target(g, y_now), DataType::Float);
+    let y_low = g.input(y_now.node, 0).unwrap();
+    assert_eq!(cast_target(g, y_low), DataType::Float16);
+    assert_eq!(g.input(y_low.node, 0), Some(y));
+    // The residual Add, pinned by type, reads a float16 x and y.
+    let z_in: Vec<DataType> = g
+        .inputs(z.node)
+        .into_iter()
+        .map(|v| ty(g, v.unwrap()).unwrap())
+        .collect();
+    assert_eq!(z_in, [DataType::Float16; 2]);
+    // The epsilon and the literals are not rounded (a fused kernel takes epsilon as float32).
+    assert_eq!(
+        g.constant_input(members[2].node, 1)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap(),
+        [1e-5]
+    );
+    // A second run changes nothing.
+    let again = pin(&p, &mut m);
+    assert!(again.changes.is_empty(), "{}", again.changes);
+    assert!(again
+        .skipped
+        .iter()
+        .any(|s| s.reason == "already pinned as a unit"));
+}
+
+#[test]
+fn without_an_rmsnorm_op_the_decomposed_ops_pin_by_type() {
+    let (mut m, _, members, _, _) = rmsnorm_model();
+    let r = pin(&pinner(&["Pow"], PinFloat::Float16), &mut m);
+    assert_eq!(r.changes.get("rmsnorm units"), 0);
+    assert_eq!(r.changes.get("pinned"), 1);
+    assert_eq!(ty(&m.graph, members[0]), Some(DataType::Float16));
+    assert!(units::unit_nodes(&m.graph, &set(&["Pow"])).is_empty());
+}
+
+#[test]
+fn both_fused_names_pin_the_unit_and_list_its_nodes() {
+    for op_name in RMSNORM_OPS {
+        let (mut m, _, members, _, _) = rmsnorm_model();
+        let nodes = unit_nodes(&m.graph, &set(&[op_name]));
+        assert_eq!(nodes.len(), members.len(), "{op_name}");
+        assert!(members.iter().all(|v| nodes.contains(&v.node)));
+        let r = pin(&pinner(&[op_name], PinFloat::Bfloat16), &mut m);
+        assert_eq!(r.changes.get("rmsnorm units"), 1, "{op_name}");
+    }
+}

@@ -246,6 +246,30 @@ impl Tensor {
         }
     }
 
+    /// [`Tensor::to_vec`] for a large weight read once: converted chunk by chunk, each chunk's
+    /// pages given back after it is read when the bytes are a memory-mapped model file's (see
+    /// `kiln_proto::release_pages`), so reading a mapped model weight by weight does not leave
+    /// the whole file resident. The tensor itself is unchanged and can be read again.
+    pub fn read_once<T: Element>(&self) -> Result<Vec<T>, TensorError> {
+        /// Bytes converted between releases: big enough that madvise calls cost nothing.
+        const CHUNK: usize = 4 << 20;
+        match &self.data {
+            TensorData::Raw(raw) if T::DTYPE == self.dtype => {
+                let mut out = Vec::with_capacity(raw.len() / T::SIZE);
+                // A multiple of the element size, so no element straddles two chunks.
+                for chunk in raw.chunks(CHUNK / T::SIZE * T::SIZE) {
+                    out.extend(chunk.chunks_exact(T::SIZE).map(T::read_le));
+                    kiln_proto::release_pages(chunk);
+                }
+                Ok(out)
+            }
+            _ => Err(TensorError::WrongType {
+                actual: self.dtype,
+                requested: T::DTYPE,
+            }),
+        }
+    }
+
     /// Every element widened to `f64` (complex: real and imaginary interleaved); `None` for strings.
     pub fn to_f64_vec(&self) -> Option<Vec<f64>> {
         raw_to_f64(self.dtype, self.raw()?, self.len())
@@ -287,6 +311,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn read_once_reads_what_to_vec_reads() {
+        // Over two chunks, heap-backed (nothing to release) and from a mapped model file.
+        let values: Vec<f32> = (0..(3 << 20)).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let t = Tensor::from_vec(vec![3, 1 << 20], values.clone()).unwrap();
+        assert_eq!(t.read_once::<f32>().unwrap(), values);
+        assert!(t.read_once::<i32>().is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        let model = kiln_proto::onnx::ModelProto {
+            ir_version: 8,
+            graph: Some(kiln_proto::onnx::GraphProto {
+                initializer: vec![t.to_proto("w")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        kiln_proto::save_model(&model, &path, &Default::default()).unwrap();
+        let loaded = kiln_proto::load_model(&path).unwrap();
+        let graph = loaded.model.graph.as_ref().unwrap();
+        let mapped = Tensor::from_proto(&graph.initializer[0]).unwrap();
+        assert!(loaded.sources().locate(mapped.raw().unwrap()).is_some());
+        assert_eq!(mapped.read_once::<f32>().unwrap(), values);
+        // Released pages read back the same.
+        assert_eq!(mapped.to_vec::<f32>().unwrap(), values);
     }
 
     #[test]

@@ -1,9 +1,17 @@
 //! Apple Neural Engine: activations stay float and compute in the profile's `precision.compute`
 //! (bfloat16, or float16 for `ane-fp16`), weights are compressed to int8 per-channel with a
 //! DequantizeLinear in front (only tensors of at least `weights.min_elements`, Core ML's
-//! `weight_threshold`), and pinned ops (LayerNorm, Softmax) compute in `precision.pin_float`.
+//! `weight_threshold`), and pinned ops (LayerNorm, Softmax, RMSNorm: decomposed ones as a unit)
+//! compute in `precision.pin_float`.
 //! ORT's CPU provider has no bfloat16 kernel for most ops, so the simulated twin is emitted
 //! beside the model and validated instead.
+//!
+//! A profile with per-block weights (`ane-int4`) compresses MatMul/Gemm weights to int4/int8
+//! blocks instead, in the QDQ form: an opset-21 DequantizeLinear with `block_size` on an int4
+//! initializer. That is what Core ML's per-block weights are: coremltools'
+//! `linear_quantize_weights` with `granularity="per_block"` writes
+//! `constexpr_blockwise_shift_scale` (data, one scale and optional offset per block, expanded
+//! to the compute type before the op; iOS 18 / macOS 15), the same numbers and layout.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +25,7 @@ use kiln_passes::tensor::DataType;
 use super::super::error::CompileError;
 use super::super::Context;
 use super::pinning::{describe, pin_both, Pin};
-use super::Emitted;
+use super::{blockwise, Emitted};
 use crate::profile::{quant_type, FloatType};
 
 /// Builds the pipeline, compresses weights, pins compute precision, emits model and twin.
@@ -36,7 +44,12 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
         UpgradeOpset { target: 13 }.run(&mut model)?;
     }
     let mut legalized = Vec::new();
-    if p.quantizes_weights() {
+    let mut quantize = None;
+    if let Some(block) = p.blockwise_config() {
+        let (report, line) = blockwise::run(&mut model, block, cx)?;
+        legalized.push(line);
+        quantize = Some(report);
+    } else if p.quantizes_weights() {
         let n = compress_weights(&mut model, cx)?;
         legalized.extend((n > 0).then(|| {
             format!(
@@ -57,7 +70,15 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
         FloatType::Float16 => Some(PinFloat::Float16),
         FloatType::Float32 => None,
     };
+    // Pinned ops first: a decomposed RMSNorm pinned as a unit (pin_ops naming
+    // RMSNormalization) marks its nodes, which the compute-type step then leaves alone.
     let mut pins = Vec::new();
+    if let Some(pin) = float(p.precision.pin_float) {
+        pins.push(Pin {
+            ops: pinned.clone(),
+            float: pin,
+        });
+    }
     if let Some(compute) = float(p.precision.compute) {
         // Every float op the device runs computes in the compute type; fallbacks stay float32.
         let ops: BTreeSet<String> = model
@@ -70,12 +91,6 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
         pins.push(Pin {
             ops,
             float: compute,
-        });
-    }
-    if let Some(pin) = float(p.precision.pin_float) {
-        pins.push(Pin {
-            ops: pinned,
-            float: pin,
         });
     }
     let (sim, changes) = pin_both(&mut model, &pins)?;
@@ -91,7 +106,7 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
         sim,
         validate_instead: None,
         partition_view: Some(view),
-        quantize: None,
+        quantize,
         legalized,
         integer_only: false,
         quantized_io: Vec::new(),

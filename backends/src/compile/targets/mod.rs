@@ -3,6 +3,7 @@
 //! run the emitted form, its simulated twin).
 
 pub mod ane;
+mod blockwise;
 pub mod edgetpu;
 pub mod hexagon;
 pub mod neon;

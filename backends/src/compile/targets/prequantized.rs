@@ -50,7 +50,10 @@ pub fn compile(mut model: Model, cx: &Context, prepared: Outcome) -> Result<Emit
     let mut steps = prepared;
     let emitted = match p.family {
         Family::Cpu => return super::run(model, cx),
-        Family::Ane => ane::compile(model, cx)?,
+        Family::Ane => {
+            steps.merge(settle_domain(&mut model, rule)?);
+            ane::compile(model, cx)?
+        }
         _ if !has_activation_scales(&model) => {
             steps.merge(dequantize_weights(&mut model)?);
             steps.merge(settle_domain(&mut model, rule)?);

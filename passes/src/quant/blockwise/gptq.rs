@@ -22,10 +22,12 @@
 //! [`Gptq`], the [`BlockQuantizer`], falls back to RTN for a weight without statistics, and
 //! when GPTQ's result is not better than RTN's on the calibration data itself (compared on
 //! up to 64 evenly spaced columns), and says so. Columns are independent given `U`, so a
-//! large weight's columns are split over threads.
+//! large weight's columns are split over rayon's pool.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
 
 use super::hessian::Hessian;
 use super::linalg::{dot, upper_cholesky_of_inverse};
@@ -287,43 +289,28 @@ const MIN_CHUNK_COLUMNS: usize = 64;
 /// Below this many multiply-adds (`K² N`) a weight is done on the calling thread.
 const MIN_PARALLEL_WORK: usize = 1 << 24;
 
-/// Runs `f` on chunks of the `n` columns, on several threads when the work (`K² N`) is
-/// worth it; the results in column order.
+/// Runs `f` on chunks of the `n` columns, in parallel on rayon's pool when the work (`K² N`)
+/// is worth it (nested in the pass's own parallelism over weights, rayon shares the cores);
+/// the results in column order.
 fn in_column_chunks<T: Send>(
     k: usize,
     n: usize,
     f: impl Fn(std::ops::Range<usize>) -> T + Sync,
 ) -> Vec<(std::ops::Range<usize>, T)> {
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let threads = if k.saturating_mul(k).saturating_mul(n) < MIN_PARALLEL_WORK {
+    let chunks = if k.saturating_mul(k).saturating_mul(n) < MIN_PARALLEL_WORK {
         1
     } else {
-        cores.min(n / MIN_CHUNK_COLUMNS).max(1)
+        rayon::current_num_threads()
+            .min(n / MIN_CHUNK_COLUMNS)
+            .max(1)
     };
-    let chunks: Vec<std::ops::Range<usize>> = (0..threads)
-        .map(|t| t * n / threads..(t + 1) * n / threads)
-        .collect();
-    if threads == 1 {
-        return chunks.into_iter().map(|c| (c.clone(), f(c))).collect();
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .iter()
-            .map(|c| {
-                let (f, c) = (&f, c.clone());
-                scope.spawn(move || f(c))
-            })
-            .collect();
-        chunks
-            .iter()
-            .cloned()
-            .zip(handles)
-            .map(|(c, h)| match h.join() {
-                Ok(t) => (c, t),
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
+    (0..chunks)
+        .into_par_iter()
+        .map(|t| {
+            let cols = t * n / chunks..(t + 1) * n / chunks;
+            (cols.clone(), f(cols))
+        })
+        .collect()
 }
 
 /// What every column chunk of one GPTQ run shares.

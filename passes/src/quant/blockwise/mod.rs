@@ -202,7 +202,7 @@ pub fn linear_inputs(model: &Model, config: &BlockwiseConfig) -> Vec<LinearInput
 pub fn quantize_blockwise_with(
     model: &mut Model,
     config: &BlockwiseConfig,
-    quantizer: &dyn BlockQuantizer,
+    quantizer: &(dyn BlockQuantizer + Sync),
 ) -> Result<BlockwiseSummary, PassError> {
     config
         .validate()
@@ -327,36 +327,35 @@ fn selected(
 }
 
 /// Rewrites the candidates of `graph`, then of its subgraphs.
+///
+/// The rules run twice: a dry run that only collects the weights they ask for, which are
+/// then quantized in parallel ([`Editor::prepare`]), and the run that edits. The graph does
+/// not change between the two (float weights are dropped at the end), so both runs see the
+/// same candidates.
 fn quantize_graph(
     graph: &mut Graph,
     scope: &str,
     config: &BlockwiseConfig,
-    quantizer: &dyn BlockQuantizer,
+    quantizer: &(dyn BlockQuantizer + Sync),
     names: &mut NameSet,
     summary: &mut BlockwiseSummary,
 ) {
     let order = graph.topo_order();
     let heads = lm_head::lm_heads(graph);
     let mut ed = Editor::new(graph, names, config, quantizer);
+    ed.start_plan();
+    for &idx in &order {
+        if let Some(op_type) = rule_op(ed.graph, idx) {
+            let _ = apply_rule(&mut ed, idx, &op_type, config, &heads);
+        }
+    }
+    ed.prepare();
     for &idx in &order {
         let Some(op_type) = rule_op(ed.graph, idx) else {
             continue;
         };
         let label = format!("{scope}{}", label(ed.graph, idx));
-        let role = if heads.contains(&idx) {
-            WeightRole::LmHead
-        } else {
-            WeightRole::Linear
-        };
-        let outcome =
-            selected(ed.graph, idx, &op_type, config, &heads).and_then(|()| {
-                match op_type.as_str() {
-                    "MatMul" => rules::matmul(&mut ed, idx, role),
-                    "Gemm" => rules::gemm(&mut ed, idx, role),
-                    _ => rules::gather(&mut ed, idx),
-                }
-            });
-        match outcome {
+        match apply_rule(&mut ed, idx, &op_type, config, &heads) {
             Ok(()) => summary.nodes.push(label),
             Err(Skip::Reason(reason)) => summary.skipped.push(BlockwiseSkipped {
                 node: label,
@@ -391,6 +390,27 @@ fn quantize_graph(
                 quantize_graph(body, &path, config, quantizer, names, summary);
             }
         }
+    }
+}
+
+/// Runs the rule of `op_type` on node `idx` when the config selects it.
+fn apply_rule(
+    ed: &mut Editor,
+    idx: NodeIndex,
+    op_type: &str,
+    config: &BlockwiseConfig,
+    heads: &std::collections::BTreeSet<NodeIndex>,
+) -> Result<(), Skip> {
+    let role = if heads.contains(&idx) {
+        WeightRole::LmHead
+    } else {
+        WeightRole::Linear
+    };
+    selected(ed.graph, idx, op_type, config, heads)?;
+    match op_type {
+        "MatMul" => rules::matmul(ed, idx, role),
+        "Gemm" => rules::gemm(ed, idx, role),
+        _ => rules::gather(ed, idx),
     }
 }
 

@@ -5,12 +5,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
+
 use crate::ir::{AttrValue, Attribute, Graph, NameSet, Node, NodeIndex, NodeKind, ValueRef};
 use crate::pipeline::Changes;
 use crate::tensor::{DataType, Tensor};
 
 use super::config::{BlockwiseConfig, WeightFormat};
-use super::rtn::{BlockQuantized, BlockQuantizer};
+use super::rtn::BlockParams;
+use super::rtn::BlockQuantizer;
 use super::weight::matrix;
 use super::{matmulnbits, qdq_form, BlockwiseWeight, WeightRole};
 
@@ -49,9 +52,13 @@ pub(super) struct Editor<'a> {
     pub graph: &'a mut Graph,
     names: &'a mut NameSet,
     config: &'a BlockwiseConfig,
-    quantizer: &'a dyn BlockQuantizer,
+    quantizer: &'a (dyn BlockQuantizer + Sync),
     stored: BTreeMap<Key, Stored>,
     released: BTreeSet<ValueRef>,
+    /// While planning: the weights the rules asked for, in order (nothing is edited).
+    plan: Option<Vec<Key>>,
+    /// Weights quantized ahead of the edits by [`Editor::prepare`].
+    ready: BTreeMap<Key, Result<Encoded, String>>,
     /// What was done.
     pub changes: Changes,
     /// Every weight stored, in the order stored.
@@ -64,7 +71,7 @@ impl<'a> Editor<'a> {
         graph: &'a mut Graph,
         names: &'a mut NameSet,
         config: &'a BlockwiseConfig,
-        quantizer: &'a dyn BlockQuantizer,
+        quantizer: &'a (dyn BlockQuantizer + Sync),
     ) -> Editor<'a> {
         Editor {
             graph,
@@ -73,6 +80,8 @@ impl<'a> Editor<'a> {
             quantizer,
             stored: BTreeMap::new(),
             released: BTreeSet::new(),
+            plan: None,
+            ready: BTreeMap::new(),
             changes: Changes::none(),
             weights: Vec::new(),
         }
@@ -89,63 +98,80 @@ impl<'a> Editor<'a> {
     }
 
     /// The weight behind `key` quantized and stored (once), or why it cannot be.
+    ///
+    /// While planning, records `key` and fails with [`PLANNED`] instead: rules call this
+    /// before any edit, so a planned rule leaves no trace.
     pub(super) fn weight(&mut self, key: Key, role: WeightRole) -> Result<Stored, String> {
         if let Some(s) = self.stored.get(&key) {
             return Ok(*s);
+        }
+        if let Some(plan) = &mut self.plan {
+            plan.push(key);
+            return Err(PLANNED.into());
         }
         let t = self
             .graph
             .constant(key.source)
             .cloned()
             .ok_or("weight is not a constant")?;
-        let m = matrix(&t, key.k_axis, f32::from_bits(key.alpha))?;
         let base = self.name(key.source);
-        let q = self
-            .quantizer
-            .quantize(&base, &m.data, m.k, m.n, self.config.params())?;
-        let (values, scale, zero_point, dtype) = if key.nbits {
-            let e = matmulnbits::encode(&q).map_err(|e| e.to_string())?;
-            (e.b, e.scales, e.zero_points, DataType::Uint8)
-        } else {
-            let e = qdq_form::encode(&q, key.k_axis).map_err(|e| e.to_string())?;
-            let dtype = e.values.dtype();
-            (e.values, e.scale, e.zero_point, dtype)
+        let e = match self.ready.remove(&key) {
+            Some(ready) => ready?,
+            None => encode_weight(&t, key, &base, self.config.params(), self.quantizer)?,
         };
-        let quantized_bytes = values.byte_size()
-            + scale.byte_size()
-            + zero_point.as_ref().map_or(0, Tensor::byte_size);
         let stored = Stored {
-            values: self.constant(&format!("{base}_quantized"), values),
-            scale: self.constant(&format!("{base}_scale"), scale),
-            zero_point: zero_point.map(|z| self.constant(&format!("{base}_zero_point"), z)),
-            k: m.k,
-            n: m.n,
+            values: self.constant(&format!("{base}_quantized"), e.values),
+            scale: self.constant(&format!("{base}_scale"), e.scale),
+            zero_point: e
+                .zero_point
+                .map(|z| self.constant(&format!("{base}_zero_point"), z)),
+            k: e.k,
+            n: e.n,
         };
-        self.report(&base, &t, &q, dtype, role, quantized_bytes);
+        self.weights.push(BlockwiseWeight {
+            name: base,
+            shape: t.shape().to_vec(),
+            dtype: e.dtype,
+            role,
+            blocks: e.blocks,
+            float_bytes: t.byte_size(),
+            quantized_bytes: e.quantized_bytes,
+        });
         self.stored.insert(key, stored);
         self.released.insert(key.source);
         self.changes.add("weights quantized", 1);
         Ok(stored)
     }
 
-    fn report(
-        &mut self,
-        name: &str,
-        float: &Tensor,
-        q: &BlockQuantized,
-        dtype: DataType,
-        role: WeightRole,
-        quantized_bytes: usize,
-    ) {
-        self.weights.push(BlockwiseWeight {
-            name: name.to_string(),
-            shape: float.shape().to_vec(),
-            dtype,
-            role,
-            blocks: q.scales.len(),
-            float_bytes: float.byte_size(),
-            quantized_bytes,
-        });
+    /// Starts a dry run of the rules: [`Editor::weight`] only records what is asked for.
+    pub(super) fn start_plan(&mut self) {
+        self.plan = Some(Vec::new());
+    }
+
+    /// Ends the dry run and quantizes every weight it asked for, in parallel across cores
+    /// (each weight is read, rounded and encoded on its own), ready for the edits.
+    pub(super) fn prepare(&mut self) {
+        let Some(plan) = self.plan.take() else {
+            return;
+        };
+        let mut seen = BTreeSet::new();
+        let jobs: Vec<(Key, Tensor, String)> = plan
+            .into_iter()
+            .filter(|k| !self.stored.contains_key(k) && seen.insert(*k))
+            .filter_map(|k| {
+                let t = self.graph.constant(k.source)?.clone();
+                Some((k, t, self.name(k.source)))
+            })
+            .collect();
+        let (params, quantizer) = (self.config.params(), self.quantizer);
+        let done: Vec<(Key, Result<Encoded, String>)> = jobs
+            .into_par_iter()
+            .map(|(key, t, name)| {
+                let e = encode_weight(&t, key, &name, params, quantizer);
+                (key, e)
+            })
+            .collect();
+        self.ready.extend(done);
     }
 
     /// A new initializer named after `base`.
@@ -230,4 +256,62 @@ impl<'a> Editor<'a> {
         }
         self.changes.add("float weights removed", removed);
     }
+}
+
+/// What [`Editor::weight`] fails with during a dry run.
+pub(super) const PLANNED: &str = "planned";
+
+/// One weight quantized and written in its form, not yet in the graph.
+#[derive(Debug)]
+pub(super) struct Encoded {
+    values: Tensor,
+    scale: Tensor,
+    zero_point: Option<Tensor>,
+    /// The element type the integers are stored in.
+    dtype: DataType,
+    k: usize,
+    n: usize,
+    /// Scales stored.
+    blocks: usize,
+    /// Bytes of the integers, scales and zero points.
+    quantized_bytes: usize,
+}
+
+/// Quantizes the float weight `t` (named `name`) as `key` says and writes it in its form;
+/// reads nothing but `t`, so weights can be encoded on several threads at once.
+fn encode_weight(
+    t: &Tensor,
+    key: Key,
+    name: &str,
+    params: BlockParams,
+    quantizer: &(dyn BlockQuantizer + Sync),
+) -> Result<Encoded, String> {
+    let m = matrix(t, key.k_axis, f32::from_bits(key.alpha))?;
+    let q = quantizer.quantize(name, &m.data, m.k, m.n, params)?;
+    // The float copy goes before the integers are written: one weight's worth less at peak.
+    drop(m);
+    // Read in place from a mapped file, the weight's pages are resident now; give them back.
+    if let Some(raw) = t.raw() {
+        kiln_proto::release_pages(raw);
+    }
+    let (values, scale, zero_point, dtype) = if key.nbits {
+        let e = matmulnbits::encode(&q).map_err(|e| e.to_string())?;
+        (e.b, e.scales, e.zero_points, DataType::Uint8)
+    } else {
+        let e = qdq_form::encode(&q, key.k_axis).map_err(|e| e.to_string())?;
+        let dtype = e.values.dtype();
+        (e.values, e.scale, e.zero_point, dtype)
+    };
+    let quantized_bytes =
+        values.byte_size() + scale.byte_size() + zero_point.as_ref().map_or(0, Tensor::byte_size);
+    Ok(Encoded {
+        values,
+        scale,
+        zero_point,
+        dtype,
+        k: q.k,
+        n: q.n,
+        blocks: q.scales.len(),
+        quantized_bytes,
+    })
 }

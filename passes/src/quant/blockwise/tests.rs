@@ -706,6 +706,88 @@ fn pass_reports_the_changes() {
     assert_eq!(c.get("float weights removed"), 1);
 }
 
+// ---------------------------------------------------------------- parallel quantization
+
+/// RTN that counts its calls and fails on one weight name.
+#[derive(Default)]
+struct Counting {
+    calls: std::sync::Mutex<Vec<String>>,
+    fail: &'static str,
+}
+
+impl BlockQuantizer for Counting {
+    fn quantize(
+        &self,
+        name: &str,
+        w: &[f32],
+        k: usize,
+        n: usize,
+        params: BlockParams,
+    ) -> Result<BlockQuantized, String> {
+        self.calls.lock().unwrap().push(name.to_string());
+        if name == self.fail {
+            return Err(format!("{name}: refused by the test quantizer"));
+        }
+        quantize_rtn(w, k, n, params)
+    }
+}
+
+#[test]
+fn each_weight_is_quantized_once_and_reported_in_graph_order() {
+    // Eight MatMuls on distinct weights, one weight shared by two, one that fails.
+    let mut m = Model::new(21);
+    let g = &mut m.graph;
+    let mut h = input(g, "x", &[2, 64]);
+    let shared = init(g, "shared", &[64, 64], weights(64, 64));
+    for i in 0..8 {
+        let w = init(g, &format!("w{i}"), &[64, 64], weights(64, 64));
+        h = op(
+            g,
+            "MatMul",
+            &format!("mm{i}"),
+            &[h, w],
+            &format!("h{i}"),
+            vec![],
+        );
+    }
+    let a = op(g, "MatMul", "s1", &[h, shared], "s1", vec![]);
+    let b = op(g, "MatMul", "s2", &[a, shared], "s2", vec![]);
+    let y = op(g, "Relu", "r", &[b], "y", vec![]);
+    output(g, y);
+    let quantizer = Counting {
+        fail: "w3",
+        ..Default::default()
+    };
+    let c = config(WeightFormat::MatMulNBits, Bits::Four, true, 32);
+    let s = quantize_blockwise_with(&mut m, &c, &quantizer).unwrap();
+    m.graph.verify().unwrap();
+    let mut calls = quantizer.calls.into_inner().unwrap();
+    calls.sort();
+    let mut expected: Vec<String> = (0..8).map(|i| format!("w{i}")).collect();
+    expected.push("shared".into());
+    expected.sort();
+    assert_eq!(calls, expected, "each weight quantized exactly once");
+    assert_eq!(s.weights.len(), 8);
+    assert_eq!(s.nodes.len(), 9);
+    assert_eq!(s.skipped.len(), 1);
+    assert_eq!(s.skipped[0].node, "mm3");
+    assert!(s.skipped[0]
+        .reason
+        .contains("refused by the test quantizer"));
+    assert_eq!(
+        find(&m.graph, "MatMul").len(),
+        1,
+        "the refused node stays float"
+    );
+    assert!(m.graph.find_value("w3").is_some());
+    // Weights come out in graph order, whatever order the threads finished in.
+    let names: Vec<&str> = s.weights.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["w0", "w1", "w2", "w4", "w5", "w6", "w7", "shared"]
+    );
+}
+
 #[test]
 fn linear_inputs_name_each_weight_with_its_activation() {
     let m = mlp(17, 64, 8);

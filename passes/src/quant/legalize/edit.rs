@@ -189,6 +189,17 @@ pub(super) fn replace_node(g: &mut Graph, old: NodeIndex, new: ValueRef) {
     slot.ty = info.ty;
 }
 
+/// Replaces operator `n` by a constant holding `value` under its output's name, and drops the
+/// constants it read that nothing else reads.
+pub(super) fn replace_by_constant(g: &mut Graph, n: NodeIndex, value: Tensor) {
+    let name = g.value_name(ValueRef::new(n, 0)).to_string();
+    // A temporary name: `replace_node` gives the constant the old one once `n` is gone.
+    let c = g.add_node(Node::initializer(&format!("{name}~"), value));
+    let feeds = feeds(g, n);
+    replace_node(g, n, ValueRef::new(c, 0));
+    drop_unused(g, &feeds);
+}
+
 /// Sets the declared element type of `v`, where one is declared.
 pub(super) fn set_elem_type(g: &mut Graph, v: ValueRef, dtype: DataType) {
     use kiln_proto::onnx::type_proto;

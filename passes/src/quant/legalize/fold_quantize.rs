@@ -3,7 +3,7 @@
 //! integer constant it computes, with `QuantizeLinear`'s own arithmetic, so the weight is
 //! stored as integers behind its `DequantizeLinear`, as ORT's QDQ form has it.
 
-use crate::ir::{Model, ValueRef};
+use crate::ir::Model;
 use crate::pipeline::PassError;
 use crate::quant::weights::int_tensor;
 use crate::quant::QuantType;
@@ -48,12 +48,7 @@ pub fn fold_weight_quantize(model: &mut Model) -> Result<Outcome, PassError> {
                 .push(format!("{label}: scale count does not match the weight"));
             continue;
         };
-        let name = g.value_name(ValueRef::new(n, 0)).to_string();
-        let tensor = int_tensor(dtype, shape, &q);
-        let c = g.add_node(crate::ir::Node::initializer(&format!("{name}~"), tensor));
-        let feeds = edit::feeds(g, n);
-        edit::replace_node(g, n, ValueRef::new(c, 0));
-        edit::drop_unused(g, &feeds);
+        edit::replace_by_constant(g, n, int_tensor(dtype, shape, &q));
         out.changed += 1;
     }
     g.verify()?;

@@ -2,7 +2,7 @@
 //! exact (the dequantized values are what the model computed with), for targets that
 //! re-quantize a model whose activations carry no scales (the dynamic form).
 
-use crate::ir::{Model, Node, ValueRef};
+use crate::ir::Model;
 use crate::pipeline::PassError;
 use crate::tensor::Tensor;
 
@@ -29,13 +29,8 @@ pub fn dequantize_weights(model: &mut Model) -> Result<Outcome, PassError> {
             ));
             continue;
         };
-        let shape = q.shape().to_vec();
-        let name = g.value_name(ValueRef::new(n, 0)).to_string();
-        let tensor = Tensor::from_vec(shape, values)?;
-        let c = g.add_node(Node::initializer(&format!("{name}~"), tensor));
-        let feeds = edit::feeds(g, n);
-        edit::replace_node(g, n, ValueRef::new(c, 0));
-        edit::drop_unused(g, &feeds);
+        let tensor = Tensor::from_vec(q.shape().to_vec(), values)?;
+        edit::replace_by_constant(g, n, tensor);
         out.changed += 1;
     }
     g.verify()?;

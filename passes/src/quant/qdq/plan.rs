@@ -154,9 +154,16 @@ impl Layout {
             ..Layout::default()
         };
 
+        // Decomposed RMSNorms pinned as units (pin_ops names a fused RMSNorm) stay float.
+        let units = crate::precision::unit_nodes(g, &config.pin_ops);
         let mut selected: Vec<(NodeIndex, Rule)> = Vec::new();
         for &idx in &topo {
             match select(g, idx, config, &types) {
+                Selection::Quantize(_) if units.contains(&idx) => l.skip(
+                    g,
+                    idx,
+                    "part of a decomposed RMSNorm pinned as a unit (pin_ops)".into(),
+                ),
                 Selection::Quantize(rule) => selected.push((idx, rule)),
                 Selection::Skip(reason) => l.skip(g, idx, reason),
                 Selection::Ignore => {}

@@ -894,3 +894,47 @@ fn insertion_is_deterministic() {
     quantize_with(&mut b, &cfg(), &[]);
     assert_eq!(a.to_proto(), b.to_proto());
 }
+
+#[test]
+fn a_decomposed_rmsnorm_pinned_as_a_unit_stays_float() {
+    // x → RMSNorm (Mul(x, x), ReduceMean, Add eps, Sqrt, Reciprocal, Mul(x, ·), Mul(weight)) →
+    // MatMul; the residual Add(x, y) is outside the unit.
+    let mut b = B::new();
+    let x = b.input("x", &[2, 8]);
+    let sq = b.op("Mul", "sq", &[x, x], "sq");
+    let ms = b.op_with(
+        "ReduceMean",
+        "ms",
+        &[sq],
+        "ms",
+        vec![("axes", AttrValue::Ints(vec![-1]))],
+    );
+    let eps = b.constant("eps", &[], vec![1e-5]);
+    let ve = b.op("Add", "add_eps", &[ms, eps], "ve");
+    let r = b.op("Sqrt", "sqrt", &[ve], "r");
+    let inv = b.op("Reciprocal", "inv", &[r], "inv");
+    let n = b.op("Mul", "normed", &[x, inv], "n");
+    let w = b.weight("norm.weight", &[8]);
+    let y = b.op("Mul", "scaled", &[n, w], "y");
+    let mw = b.weight("proj", &[8, 4]);
+    let p = b.op("MatMul", "proj", &[y, mw], "p");
+    let z = b.op("Add", "residual", &[x, y], "z");
+    b.output(p);
+    b.output(z);
+    let unit = ["sq", "add_eps", "normed", "scaled"];
+    let mut c = cfg();
+    let plan_of = |c: &QuantConfig| plan(&b.m, c).unwrap();
+    let p = plan_of(&c);
+    assert!(
+        unit.iter().all(|n| p.nodes.contains(&n.to_string())),
+        "{:?}",
+        p.nodes
+    );
+    c.pin_ops.insert("SimplifiedLayerNormalization".into());
+    let p = plan_of(&c);
+    assert_eq!(p.nodes, vec!["proj", "residual"]);
+    for n in unit {
+        let s = p.skipped.iter().find(|s| s.node == n).unwrap();
+        assert!(s.reason.contains("pinned as a unit"), "{n}: {}", s.reason);
+    }
+}
