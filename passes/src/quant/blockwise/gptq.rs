@@ -471,7 +471,7 @@ fn factor(hd: &[f64], perm: &[usize], k: usize, damp: f64, mean: f64) -> Result<
             }
             hp[a * k + a] += damp;
         }
-        if let Ok(u) = upper_cholesky_of_inverse(&hp, k) {
+        if let Ok(u) = upper_cholesky_of_inverse(hp, k) {
             return Ok(u);
         }
         damp = (damp * 10.0).max(mean * 1e-3);
@@ -633,7 +633,7 @@ mod tests {
         for i in 0..k {
             hd[i * k + i] += 0.01 * mean;
         }
-        let u = upper_cholesky_of_inverse(&hd, k).unwrap();
+        let u = upper_cholesky_of_inverse(hd.clone(), k).unwrap();
         let mut w: Vec<f64> = w.iter().map(|&v| f64::from(v)).collect();
         let (qmin, qmax) = p.qrange();
         let bs = p.block_size;

@@ -33,21 +33,36 @@ pub(super) struct NotPositiveDefinite {
 /// The lower Cholesky factor `L` of the symmetric `a` (`a = L Lᵀ`), reading only the lower
 /// triangle of `a`; fails on a pivot that is not positive and finite.
 pub(super) fn cholesky_lower(a: &[f64], n: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
-    let mut l = vec![0f64; n * n];
+    let mut l = a.to_vec();
+    cholesky_in_place(&mut l, n)?;
+    Ok(l)
+}
+
+/// [`cholesky_lower`] overwriting `a` (each entry is read before it is replaced), the upper
+/// triangle zeroed.
+fn cholesky_in_place(a: &mut [f64], n: usize) -> Result<(), NotPositiveDefinite> {
     for i in 0..n {
         for j in 0..=i {
-            let v = a[i * n + j] - dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
+            let (done, row) = a.split_at_mut(i * n);
+            let row = &mut row[..n];
+            let prev = if j < i {
+                &done[j * n..j * n + j]
+            } else {
+                &row[..j]
+            };
+            let v = row[j] - dot(&row[..j], prev);
             if i == j {
                 if !(v > 0.0 && v.is_finite()) {
                     return Err(NotPositiveDefinite { index: i });
                 }
-                l[i * n + i] = v.sqrt();
+                row[i] = v.sqrt();
             } else {
-                l[i * n + j] = v / l[j * n + j];
+                row[j] = v / done[j * n + j];
             }
         }
+        a[i * n + i + 1..(i + 1) * n].fill(0.0);
     }
-    Ok(l)
+    Ok(())
 }
 
 /// The inverse of the lower-triangular `l` with a nonzero diagonal (lower-triangular too).
@@ -81,26 +96,20 @@ pub(super) fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
 /// One factorization: with `J` the order reversal, `J a J = L Lᵀ` gives `a = Ũ Ũᵀ` for the
 /// upper-triangular `Ũ = J L J`, so `a⁻¹ = Ũ⁻ᵀ Ũ⁻¹` and `U = Ũ⁻¹ = J L⁻¹ J` (the Cholesky
 /// factor is unique, so this is the factor GPTQ computes as `chol(chol_inverse(a))ᵀ`).
+///
+/// Reversing the row-major storage of an `n × n` matrix is `J · J` on it, so this takes `a` by
+/// value and needs one more `n × n` buffer (the inverse).
 pub(super) fn upper_cholesky_of_inverse(
-    a: &[f64],
+    mut a: Vec<f64>,
     n: usize,
 ) -> Result<Vec<f64>, NotPositiveDefinite> {
-    let r = |i: usize| n - 1 - i;
-    let mut reversed = vec![0f64; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            reversed[i * n + j] = a[r(i) * n + r(j)];
-        }
-    }
-    let l = cholesky_lower(&reversed, n).map_err(|e| NotPositiveDefinite { index: r(e.index) })?;
-    drop(reversed);
-    let m = invert_lower(&l, n);
-    let mut u = vec![0f64; n * n];
-    for i in 0..n {
-        for j in i..n {
-            u[i * n + j] = m[r(i) * n + r(j)];
-        }
-    }
+    a.reverse();
+    cholesky_in_place(&mut a, n).map_err(|e| NotPositiveDefinite {
+        index: n - 1 - e.index,
+    })?;
+    let mut u = invert_lower(&a, n);
+    drop(a);
+    u.reverse();
     Ok(u)
 }
 
@@ -169,7 +178,7 @@ mod tests {
     #[test]
     fn upper_factor_of_the_inverse() {
         let a = spd();
-        let u = upper_cholesky_of_inverse(&a, 4).unwrap();
+        let u = upper_cholesky_of_inverse(a.clone(), 4).unwrap();
         // Uᵀ U a = I, and U is upper-triangular with a positive diagonal.
         let inv = matmul(&transpose(&u, 4), &u, 4);
         let id: Vec<f64> = (0..16)
