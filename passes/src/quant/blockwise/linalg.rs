@@ -30,16 +30,9 @@ pub(super) struct NotPositiveDefinite {
     pub index: usize,
 }
 
-/// The lower Cholesky factor `L` of the symmetric `a` (`a = L Lᵀ`), reading only the lower
-/// triangle of `a`; fails on a pivot that is not positive and finite.
-pub(super) fn cholesky_lower(a: &[f64], n: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
-    let mut l = a.to_vec();
-    cholesky_in_place(&mut l, n)?;
-    Ok(l)
-}
-
-/// [`cholesky_lower`] overwriting `a` (each entry is read before it is replaced), the upper
-/// triangle zeroed.
+/// The lower Cholesky factor `L` of the symmetric `a` (`a = L Lᵀ`, only the lower triangle of
+/// `a` read), written over `a` (each entry is read before it is replaced), the upper triangle
+/// zeroed; fails on a pivot that is not positive and finite.
 fn cholesky_in_place(a: &mut [f64], n: usize) -> Result<(), NotPositiveDefinite> {
     for i in 0..n {
         for j in 0..=i {
@@ -116,6 +109,12 @@ pub(super) fn upper_cholesky_of_inverse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cholesky_lower(a: &[f64], n: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
+        let mut l = a.to_vec();
+        cholesky_in_place(&mut l, n)?;
+        Ok(l)
+    }
 
     fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
         let mut c = vec![0f64; n * n];
