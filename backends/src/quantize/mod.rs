@@ -5,6 +5,7 @@
 //! the opset they need, and gathers what each did into a [`QuantizeReport`].
 
 mod accuracy;
+mod bias_correction;
 mod error;
 mod hessian;
 mod index_bounds;
@@ -35,6 +36,7 @@ use crate::validate::SyntheticSpec;
 use crate::value::NamedValues;
 
 pub use accuracy::{output_sqnr, Sqnr};
+pub use bias_correction::{BiasCorrectionReport, CorrectedLayer};
 pub use error::QuantizeError;
 pub use index_bounds::index_bounds;
 pub use overrides::{parse_overrides, read_overrides};
@@ -94,6 +96,9 @@ pub enum Mode {
         calibration: CalibrationOptions,
         /// Save the statistics here.
         save_stats: Option<PathBuf>,
+        /// Shift Conv/Gemm/MatMul+Add biases by their weights' mean quantization error,
+        /// measured on the calibration samples (needs `RangeSource::Calibrate`).
+        bias_correction: bool,
     },
     /// Integer weights, activations quantized at run time.
     Dynamic {
@@ -225,6 +230,7 @@ pub fn quantize(
         accuracy: None,
         sensitivity: None,
         weight_only: None,
+        bias_correction: None,
         warnings: Vec::new(),
     };
     let mut spec = options.synthetic.clone();
@@ -244,6 +250,7 @@ pub fn quantize(
             method,
             calibration,
             save_stats,
+            bias_correction,
         } => {
             let plan = qdq::plan(model, config)?;
             let float_side = FloatModel {
@@ -269,6 +276,22 @@ pub fn quantize(
                 in_sample = Some(data.clone());
             }
 
+            if *bias_correction {
+                let RangeSource::Calibrate(data) = source else {
+                    return Err(QuantizeError::Options(
+                        "--bias-correction measures mean errors on calibration samples: give --calibration DATA or --synthetic N, not saved ranges".into(),
+                    ));
+                };
+                report.bias_correction = Some(bias_correction::correct(
+                    model,
+                    &float_proto,
+                    config,
+                    &ranges,
+                    open_samples_with(data, &float_inputs, &spec)?,
+                    &options.session,
+                    &mut |p| progress(Stage::Calibrating, p),
+                )?);
+            }
             let done = qdq::insert_qdq(model, config, &ranges)?;
             report.tensors = done.tensors.iter().map(tensor_report).collect();
             report.quantized_nodes = done.nodes.clone();
@@ -366,8 +389,11 @@ pub fn quantize(
                         );
                     }
                     let inputs = linear_inputs(model, blockwise);
+                    // One worker (ORT's own threads use the cores): every worker holds a
+                    // K × K matrix per activation, and a session with every weight.
                     let calibration = CalibrationOptions {
                         intra_threads: options.session.intra_threads,
+                        workers: Some(1),
                         histogram_bins: 0,
                         ..CalibrationOptions::default()
                     };

@@ -43,6 +43,8 @@ pub struct QuantizeReport {
     pub sensitivity: Option<Vec<LayerSensitivity>>,
     /// Weight-only quantization: settings and every weight stored (weight-only mode).
     pub weight_only: Option<WeightOnlyReport>,
+    /// Biases shifted by their weights' mean quantization error (`--bias-correction`).
+    pub bias_correction: Option<super::BiasCorrectionReport>,
     /// Things the user should know (e.g. ranges from random data).
     pub warnings: Vec<String>,
 }

@@ -121,6 +121,10 @@ pub struct Args {
     /// Use saved statistics instead of calibrating; several files (shards) merge.
     #[arg(long, value_name = "FILE", value_delimiter = ',', num_args = 1..)]
     ranges: Vec<PathBuf>,
+    /// Shift each Conv/Gemm (and MatMul + Add) bias by the mean error its quantized weights
+    /// make on the calibration samples (static mode).
+    #[arg(long, conflicts_with_all = ["dynamic", "weight_only", "ranges"])]
+    bias_correction: bool,
     /// Quantize weights only; activations are quantized at run time (DynamicQuantizeLinear).
     #[arg(long, conflicts_with_all = ["ranges", "save_ranges", "sensitivity"])]
     dynamic: bool,
@@ -388,6 +392,7 @@ fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
                 ..CalibrationOptions::for_method(method, args.save_ranges.is_some())
             },
             save_stats: args.save_ranges.clone(),
+            bias_correction: args.bias_correction,
         }
     };
     Ok(QuantizeOptions {
@@ -508,6 +513,19 @@ fn text(r: &QuantizeReport, seconds: f64) -> String {
         count("weight"),
         count("bias")
     ));
+    if let Some(b) = &r.bias_correction {
+        let largest = b
+            .corrected
+            .iter()
+            .map(|c| c.max_abs_shift)
+            .fold(0.0, f64::max);
+        out.push_str(&format!(
+            "bias         {} corrected ({} left alone), largest shift {largest:.3e}, means from {} samples\n",
+            b.corrected.len(),
+            b.skipped.len(),
+            b.samples
+        ));
+    }
     if let Some(p) = &r.pinning {
         if !s.pin_ops.is_empty() {
             let changed: Vec<String> = p.changes.iter().map(|(k, v)| format!("{v} {k}")).collect();

@@ -4,6 +4,7 @@
 //! Calibration itself runs the model, so it lives in `kiln-backends`; it hands this module
 //! plain [`Ranges`]. Everything here is pure and testable on hand-built graphs.
 
+pub mod bias_correction;
 pub mod blockwise;
 pub mod config;
 pub mod dynamic;

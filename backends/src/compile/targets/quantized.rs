@@ -35,6 +35,7 @@ pub fn run(
             method,
             calibration: CalibrationOptions::for_method(method, false),
             save_stats: None,
+            bias_correction: false,
         },
         check: None,
         sensitivity: None,

@@ -20,13 +20,17 @@
 //!
 //! When the factorization fails the dampening is raised tenfold (up to [`DAMP_TRIES`] times).
 //! [`Gptq`], the [`BlockQuantizer`], falls back to RTN for a weight without statistics, and
-//! when GPTQ's result is not better than RTN's on the calibration data itself, and says so.
+//! when GPTQ's result is not better than RTN's on the calibration data itself (compared on
+//! up to 64 evenly spaced columns), and says so. Columns are independent given `U`, so a
+//! large weight's columns are split over rayon's pool.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
+
 use super::hessian::Hessian;
-use super::linalg::upper_cholesky_of_inverse;
+use super::linalg::{dot, upper_cholesky_of_inverse};
 use super::rtn::{
     quantize_rtn, reciprocal, round_to_grid, BlockParams, BlockQuantized, BlockQuantizer,
 };
@@ -127,15 +131,20 @@ impl BlockQuantizer for Gptq {
         };
         match quantize_gptq(w, k, n, params, h, &self.options) {
             Ok(q) => {
-                let (gptq_err, rtn_err) =
-                    (calibration_error(w, &q, h), calibration_error(w, &rtn, h));
+                // Checked on a sample of columns (each column's error is its own): the full
+                // sum costs K² N, as much as GPTQ itself.
+                let cols = sample_columns(n, CHECKED_COLUMNS);
+                let hd = h.dense();
+                let gptq_err = error_of_columns(w, &q, &hd, &cols);
+                let rtn_err = error_of_columns(w, &rtn, &hd, &cols);
                 if gptq_err <= rtn_err {
                     Ok(q)
                 } else {
                     self.note(
                         name,
                         format!(
-                            "GPTQ's output error on the calibration data ({gptq_err:.4e}) is not below RTN's ({rtn_err:.4e})"
+                            "GPTQ's output error on the calibration data ({gptq_err:.4e}) is not below RTN's ({rtn_err:.4e}) on {} of its columns",
+                            cols.len()
                         ),
                     );
                     Ok(rtn)
@@ -147,6 +156,35 @@ impl BlockQuantizer for Gptq {
             }
         }
     }
+}
+
+/// Columns on which [`Gptq`] compares GPTQ's error with RTN's.
+const CHECKED_COLUMNS: usize = 64;
+
+/// Up to `count` of the `n` columns, evenly spaced (all of them when fewer).
+fn sample_columns(n: usize, count: usize) -> Vec<usize> {
+    if n <= count {
+        (0..n).collect()
+    } else {
+        (0..count).map(|i| i * n / count).collect()
+    }
+}
+
+/// `Σ_c (w_c − ŵ_c)ᵀ H (w_c − ŵ_c)` over the columns `cols`, `hd` the dense `H`.
+fn error_of_columns(w: &[f32], q: &BlockQuantized, hd: &[f64], cols: &[usize]) -> f64 {
+    let (k, n) = (q.k, q.n);
+    let deq = q.dequantized();
+    let mut d = vec![0f64; k];
+    cols.iter()
+        .map(|&c| {
+            for (r, x) in d.iter_mut().enumerate() {
+                *x = f64::from(w[r * n + c]) - f64::from(deq[r * n + c]);
+            }
+            (0..k)
+                .map(|i| d[i] * dot(&hd[i * k..(i + 1) * k], &d))
+                .sum::<f64>()
+        })
+        .sum()
 }
 
 /// Quantizes the row-major `[k, n]` matrix `w` block-wise along k with GPTQ, given the
@@ -179,11 +217,11 @@ pub fn quantize_gptq(
         return Err("the weight holds non-finite values".into());
     }
     let mut hd = h.dense();
-    let mut wk: Vec<f64> = w.iter().map(|&v| f64::from(v)).collect();
-    for i in 0..k {
+    let mut dead = vec![false; k];
+    for (i, d) in dead.iter_mut().enumerate() {
         if hd[i * k + i] == 0.0 {
             hd[i * k + i] = 1.0;
-            wk[i * n..(i + 1) * n].fill(0.0);
+            *d = true;
         }
     }
     let mean = (0..k).map(|i| hd[i * k + i]).sum::<f64>() / k as f64;
@@ -199,71 +237,40 @@ pub fn quantize_gptq(
         (0..k).collect()
     };
     let u = factor(&hd, &perm, k, options.damp.max(0.0) * mean, mean)?;
+    drop(hd);
 
-    let (qmin, qmax) = params.qrange();
-    let mut grid = Grid::new(k.div_ceil(bs), n);
-    if options.act_order {
-        for b in 0..grid.blocks {
-            let rows = b * bs..((b + 1) * bs).min(k);
-            grid.set(b, params, rows.map(|r| &wk[r * n..(r + 1) * n]));
-        }
-    }
-    // Rows in processing order.
-    let mut wp = vec![0f64; k * n];
-    for (j, &r) in perm.iter().enumerate() {
-        wp[j * n..(j + 1) * n].copy_from_slice(&wk[r * n..(r + 1) * n]);
-    }
-    drop(wk);
-
+    // Columns are independent given U: they are split over threads (the result does not
+    // depend on how).
+    let job = Columns {
+        w,
+        k,
+        n,
+        dead: &dead,
+        perm: &perm,
+        u: &u,
+        params,
+        act_order: options.act_order,
+    };
+    let parts = in_column_chunks(k, n, |cols| job.run(cols));
+    let (qmin, _) = params.qrange();
+    let nb = k.div_ceil(bs);
     let mut codes = vec![0u8; k * n];
-    let mut err = vec![0f64; bs * n];
-    for start in (0..k).step_by(bs) {
-        let end = (start + bs).min(k);
-        if !options.act_order {
-            // The batch is block start / bs; its rows have every earlier update.
-            grid.set(
-                start / bs,
-                params,
-                (start..end).map(|r| &wp[r * n..(r + 1) * n]),
-            );
+    let mut scales = vec![0f32; nb * n];
+    let mut zero_points = vec![0u8; nb * n];
+    for (cols, part) in parts {
+        let nc = cols.len();
+        for r in 0..k {
+            codes[r * n + cols.start..r * n + cols.end]
+                .copy_from_slice(&part.codes[r * nc..(r + 1) * nc]);
         }
-        for j in start..end {
-            let orig = perm[j];
-            let b = orig / bs;
-            let d = u[j * k + j];
-            let (head, below) = wp.split_at_mut((j + 1) * n);
-            let row = &head[j * n..];
-            let e = &mut err[(j - start) * n..(j - start + 1) * n];
-            for c in 0..n {
-                let m = b * n + c;
-                let x = row[c];
-                let q = round_to_grid(x as f32, grid.recips[m], grid.zps[m], (qmin, qmax));
-                codes[orig * n + c] = (q - qmin) as u8;
-                let deq = f64::from((q - grid.zps[m]) as f32 * grid.scales[m]);
-                e[c] = (x - deq) / d;
-            }
-            // Within the batch, at once.
-            for r in j + 1..end {
-                let coef = u[j * k + r];
-                if coef != 0.0 {
-                    let target = &mut below[(r - j - 1) * n..(r - j) * n];
-                    for (t, &ec) in target.iter_mut().zip(e.iter()) {
-                        *t -= coef * ec;
-                    }
-                }
-            }
-        }
-        // After the batch, the rows after it in one pass.
-        for r in end..k {
-            let target = &mut wp[r * n..(r + 1) * n];
-            for j in start..end {
-                let coef = u[j * k + r];
-                if coef != 0.0 {
-                    let e = &err[(j - start) * n..(j - start + 1) * n];
-                    for (t, &ec) in target.iter_mut().zip(e) {
-                        *t -= coef * ec;
-                    }
-                }
+        for b in 0..nb {
+            let row = b * n + cols.start..b * n + cols.end;
+            scales[row.clone()].copy_from_slice(&part.grid.scales[b * nc..(b + 1) * nc]);
+            for (z, &g) in zero_points[row]
+                .iter_mut()
+                .zip(&part.grid.zps[b * nc..(b + 1) * nc])
+            {
+                *z = (g - qmin) as u8;
             }
         }
     }
@@ -272,9 +279,142 @@ pub fn quantize_gptq(
         k,
         n,
         codes,
-        zero_points: grid.zps.iter().map(|&z| (z - qmin) as u8).collect(),
-        scales: grid.scales,
+        scales,
+        zero_points,
     })
+}
+
+/// Column chunks of at least this many columns, when split.
+const MIN_CHUNK_COLUMNS: usize = 64;
+/// Below this many multiply-adds (`K² N`) a weight is done on the calling thread.
+const MIN_PARALLEL_WORK: usize = 1 << 24;
+
+/// Runs `f` on chunks of the `n` columns, in parallel on rayon's pool when the work (`K² N`)
+/// is worth it (nested in the pass's own parallelism over weights, rayon shares the cores);
+/// the results in column order.
+fn in_column_chunks<T: Send>(
+    k: usize,
+    n: usize,
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<(std::ops::Range<usize>, T)> {
+    let chunks = if k.saturating_mul(k).saturating_mul(n) < MIN_PARALLEL_WORK {
+        1
+    } else {
+        rayon::current_num_threads()
+            .min(n / MIN_CHUNK_COLUMNS)
+            .max(1)
+    };
+    (0..chunks)
+        .into_par_iter()
+        .map(|t| {
+            let cols = t * n / chunks..(t + 1) * n / chunks;
+            (cols.clone(), f(cols))
+        })
+        .collect()
+}
+
+/// What every column chunk of one GPTQ run shares.
+struct Columns<'a> {
+    w: &'a [f32],
+    k: usize,
+    n: usize,
+    dead: &'a [bool],
+    perm: &'a [usize],
+    u: &'a [f64],
+    params: BlockParams,
+    act_order: bool,
+}
+
+/// The integers and grids of a chunk of columns.
+struct Part {
+    /// `[k, chunk]` codes, rows in K order.
+    codes: Vec<u8>,
+    grid: Grid,
+}
+
+impl Columns<'_> {
+    /// GPTQ on the columns `cols` (see the module doc).
+    fn run(&self, cols: std::ops::Range<usize>) -> Part {
+        let (k, n, nc) = (self.k, self.n, cols.len());
+        let (u, perm, params) = (self.u, self.perm, self.params);
+        let bs = params.block_size;
+        let (qmin, qmax) = params.qrange();
+        let mut grid = Grid::new(k.div_ceil(bs), nc);
+        // Rows in processing order, dead inputs' weights zeroed.
+        let mut wp = vec![0f64; k * nc];
+        for (j, &r) in perm.iter().enumerate() {
+            if !self.dead[r] {
+                let src = &self.w[r * n + cols.start..r * n + cols.end];
+                for (x, &v) in wp[j * nc..(j + 1) * nc].iter_mut().zip(src) {
+                    *x = f64::from(v);
+                }
+            }
+        }
+        if self.act_order {
+            // Static grids from the original weights of each block (rows in K order).
+            let mut at = vec![0usize; k];
+            for (j, &r) in perm.iter().enumerate() {
+                at[r] = j;
+            }
+            for b in 0..grid.blocks {
+                let rows = b * bs..((b + 1) * bs).min(k);
+                grid.set(b, params, rows.map(|r| &wp[at[r] * nc..(at[r] + 1) * nc]));
+            }
+        }
+        let mut codes = vec![0u8; k * nc];
+        let mut err = vec![0f64; bs * nc];
+        for start in (0..k).step_by(bs) {
+            let end = (start + bs).min(k);
+            if !self.act_order {
+                // The batch is block start / bs; its rows have every earlier update.
+                grid.set(
+                    start / bs,
+                    params,
+                    (start..end).map(|r| &wp[r * nc..(r + 1) * nc]),
+                );
+            }
+            for j in start..end {
+                let orig = perm[j];
+                let b = orig / bs;
+                let d = u[j * k + j];
+                let (head, below) = wp.split_at_mut((j + 1) * nc);
+                let row = &head[j * nc..];
+                let e = &mut err[(j - start) * nc..(j - start + 1) * nc];
+                for c in 0..nc {
+                    let m = b * nc + c;
+                    let x = row[c];
+                    let q = round_to_grid(x as f32, grid.recips[m], grid.zps[m], (qmin, qmax));
+                    codes[orig * nc + c] = (q - qmin) as u8;
+                    let deq = f64::from((q - grid.zps[m]) as f32 * grid.scales[m]);
+                    e[c] = (x - deq) / d;
+                }
+                // Within the batch, at once.
+                for r in j + 1..end {
+                    let coef = u[j * k + r];
+                    if coef != 0.0 {
+                        let target = &mut below[(r - j - 1) * nc..(r - j) * nc];
+                        for (t, &ec) in target.iter_mut().zip(e.iter()) {
+                            *t -= coef * ec;
+                        }
+                    }
+                }
+            }
+            // After the batch, the rows after it in one pass.
+            for r in end..k {
+                let target = &mut wp[r * nc..(r + 1) * nc];
+                for j in start..end {
+                    let coef = u[j * k + r];
+                    if coef != 0.0 {
+                        let e = &err[(j - start) * nc..(j - start + 1) * nc];
+                        for (t, &ec) in target.iter_mut().zip(e) {
+                            *t -= coef * ec;
+                        }
+                    }
+                }
+            }
+        }
+        Part { codes, grid }
+    }
 }
 
 /// Scale, zero point and reciprocal scale of every block and column (`[blocks, n]`).
@@ -331,7 +471,7 @@ fn factor(hd: &[f64], perm: &[usize], k: usize, damp: f64, mean: f64) -> Result<
             }
             hp[a * k + a] += damp;
         }
-        if let Ok(u) = upper_cholesky_of_inverse(&hp, k) {
+        if let Ok(u) = upper_cholesky_of_inverse(hp, k) {
             return Ok(u);
         }
         damp = (damp * 10.0).max(mean * 1e-3);
@@ -350,32 +490,31 @@ pub fn calibration_error(w: &[f32], q: &BlockQuantized, h: &Hessian) -> f64 {
         return f64::NAN;
     }
     let deq = q.dequantized();
-    let d: Vec<f64> = w
-        .iter()
-        .zip(&deq)
-        .map(|(&a, &b)| f64::from(a) - f64::from(b))
-        .collect();
     let hd = h.dense();
-    let mut total = 0.0;
-    let mut hrow = vec![0f64; n];
-    for i in 0..k {
-        // (H D)[i, :] = Σ_j H[i][j] D[j, :]
-        hrow.fill(0.0);
-        for j in 0..k {
-            let hij = hd[i * k + j];
-            if hij != 0.0 {
-                for (acc, &dj) in hrow.iter_mut().zip(&d[j * n..(j + 1) * n]) {
-                    *acc += hij * dj;
+    let parts = in_column_chunks(k, n, |cols| {
+        let nc = cols.len();
+        let mut d = vec![0f64; k * nc];
+        for r in 0..k {
+            for (c, x) in d[r * nc..(r + 1) * nc].iter_mut().enumerate() {
+                let i = r * n + cols.start + c;
+                *x = f64::from(w[i]) - f64::from(deq[i]);
+            }
+        }
+        // H is symmetric: the diagonal once, each pair above it twice.
+        let mut total = 0.0;
+        for i in 0..k {
+            let di = &d[i * nc..(i + 1) * nc];
+            total += hd[i * k + i] * dot(di, di);
+            for j in i + 1..k {
+                let hij = hd[i * k + j];
+                if hij != 0.0 {
+                    total += 2.0 * hij * dot(di, &d[j * nc..(j + 1) * nc]);
                 }
             }
         }
-        total += hrow
-            .iter()
-            .zip(&d[i * n..(i + 1) * n])
-            .map(|(a, b)| a * b)
-            .sum::<f64>();
-    }
-    total
+        total
+    });
+    parts.into_iter().map(|(_, t)| t).sum()
 }
 
 #[cfg(test)]
@@ -494,7 +633,7 @@ mod tests {
         for i in 0..k {
             hd[i * k + i] += 0.01 * mean;
         }
-        let u = upper_cholesky_of_inverse(&hd, k).unwrap();
+        let u = upper_cholesky_of_inverse(hd.clone(), k).unwrap();
         let mut w: Vec<f64> = w.iter().map(|&v| f64::from(v)).collect();
         let (qmin, qmax) = p.qrange();
         let bs = p.block_size;
@@ -534,6 +673,34 @@ mod tests {
             let g = quantize_gptq(&w, k, n, p, &h, &GptqOptions::default()).unwrap();
             assert_eq!(g.codes, reference(&w, k, n, p, &h), "{p:?}");
         }
+    }
+
+    #[test]
+    fn column_chunks_change_nothing() {
+        // Big enough (K² N ≥ MIN_PARALLEL_WORK) to be split over the cores.
+        let (k, n) = (256, 256);
+        assert!(k * k * n >= MIN_PARALLEL_WORK);
+        let w = Lcg(29).vec(k * n);
+        let h = hessian_of(&correlated_rows(400, k, 8), k);
+        let p = params(Bits::Four, 128, true);
+        let g = quantize_gptq(&w, k, n, p, &h, &GptqOptions::default()).unwrap();
+        assert_eq!(g.codes, reference(&w, k, n, p, &h));
+        // The error, summed per chunk, is the error.
+        let rtn = quantize_rtn(&w, k, n, p).unwrap();
+        let direct: f64 = {
+            let (deq, hd) = (rtn.dequantized(), h.dense());
+            let d: Vec<f64> = w.iter().zip(&deq).map(|(a, b)| f64::from(a - b)).collect();
+            (0..n)
+                .map(|c| {
+                    (0..k)
+                        .flat_map(|i| (0..k).map(move |j| (i, j)))
+                        .map(|(i, j)| d[i * n + c] * hd[i * k + j] * d[j * n + c])
+                        .sum::<f64>()
+                })
+                .sum()
+        };
+        let got = calibration_error(&w, &rtn, &h);
+        assert!((got - direct).abs() <= 1e-9 * direct, "{got} vs {direct}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! chunk of rows at a time: GPTQ's layer Hessian (`2·XᵀX`, up to a factor GPTQ's relative
 //! dampening makes irrelevant). Memory is `K × K` whatever the number of rows.
 
+use super::linalg::dot;
+
 /// Rows folded together (their values copied column-major so each pair of inputs is one
 /// contiguous dot product).
 const CHUNK: usize = 32;
@@ -92,7 +94,7 @@ impl Hessian {
                 }
                 for j in i..k {
                     let cj = &cols[j * CHUNK..j * CHUNK + r];
-                    self.upper[i * k + j] += ci.iter().zip(cj).map(|(a, b)| a * b).sum::<f64>();
+                    self.upper[i * k + j] += dot(ci, cj);
                 }
             }
             self.rows += r as u64;

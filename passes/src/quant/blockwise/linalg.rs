@@ -1,6 +1,27 @@
 //! The dense linear algebra GPTQ needs, in f64 on row-major `n × n` matrices: Cholesky
 //! factorization, the inverse of a triangular factor, and from them the upper Cholesky factor
-//! of a matrix's inverse.
+//! of a matrix's inverse; loops read rows contiguously and dot products keep four partial
+//! sums, so they vectorize.
+
+/// `Σ a_i b_i` over the shorter of the two, with four partial sums.
+pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
 
 /// Why a factorization failed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -9,25 +30,32 @@ pub(super) struct NotPositiveDefinite {
     pub index: usize,
 }
 
-/// The lower Cholesky factor `L` of the symmetric `a` (`a = L Lᵀ`), reading only the lower
-/// triangle of `a`; fails on a pivot that is not positive and finite.
-pub(super) fn cholesky_lower(a: &[f64], n: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
-    let mut l = vec![0f64; n * n];
+/// The lower Cholesky factor `L` of the symmetric `a` (`a = L Lᵀ`, only the lower triangle of
+/// `a` read), written over `a` (each entry is read before it is replaced), the upper triangle
+/// zeroed; fails on a pivot that is not positive and finite.
+fn cholesky_in_place(a: &mut [f64], n: usize) -> Result<(), NotPositiveDefinite> {
     for i in 0..n {
         for j in 0..=i {
-            let dot: f64 = (0..j).map(|p| l[i * n + p] * l[j * n + p]).sum();
-            let v = a[i * n + j] - dot;
+            let (done, row) = a.split_at_mut(i * n);
+            let row = &mut row[..n];
+            let prev = if j < i {
+                &done[j * n..j * n + j]
+            } else {
+                &row[..j]
+            };
+            let v = row[j] - dot(&row[..j], prev);
             if i == j {
                 if !(v > 0.0 && v.is_finite()) {
                     return Err(NotPositiveDefinite { index: i });
                 }
-                l[i * n + i] = v.sqrt();
+                row[i] = v.sqrt();
             } else {
-                l[i * n + j] = v / l[j * n + j];
+                row[j] = v / done[j * n + j];
             }
         }
+        a[i * n + i + 1..(i + 1) * n].fill(0.0);
     }
-    Ok(l)
+    Ok(())
 }
 
 /// The inverse of the lower-triangular `l` with a nonzero diagonal (lower-triangular too).
@@ -57,39 +85,36 @@ pub(super) fn invert_lower(l: &[f64], n: usize) -> Vec<f64> {
 /// The upper-triangular `U` with `a⁻¹ = Uᵀ U`, for a symmetric positive definite `a` (what
 /// GPTQ propagates errors with: row `i` of `U` over its diagonal is how the error of input
 /// `i` spreads to the inputs after it).
+///
+/// One factorization: with `J` the order reversal, `J a J = L Lᵀ` gives `a = Ũ Ũᵀ` for the
+/// upper-triangular `Ũ = J L J`, so `a⁻¹ = Ũ⁻ᵀ Ũ⁻¹` and `U = Ũ⁻¹ = J L⁻¹ J` (the Cholesky
+/// factor is unique, so this is the factor GPTQ computes as `chol(chol_inverse(a))ᵀ`).
+///
+/// Reversing the row-major storage of an `n × n` matrix is `J · J` on it, so this takes `a` by
+/// value and needs one more `n × n` buffer (the inverse).
 pub(super) fn upper_cholesky_of_inverse(
-    a: &[f64],
+    mut a: Vec<f64>,
     n: usize,
 ) -> Result<Vec<f64>, NotPositiveDefinite> {
-    let l = cholesky_lower(a, n)?;
-    let m = invert_lower(&l, n);
-    // a⁻¹ = L⁻ᵀ L⁻¹ = Mᵀ M; only its lower triangle is read by the next factorization.
-    // (Mᵀ M)[i][j] = Σ_p M[p][i] M[p][j]: summed as outer products of the rows of M (row p
-    // is nonzero up to p), which reads both matrices contiguously.
-    let mut inv = vec![0f64; n * n];
-    for p in 0..n {
-        let mp = &m[p * n..p * n + p + 1];
-        for (i, &mi) in mp.iter().enumerate() {
-            if mi != 0.0 {
-                for (x, &mj) in inv[i * n..i * n + i + 1].iter_mut().zip(mp) {
-                    *x += mi * mj;
-                }
-            }
-        }
-    }
-    let l2 = cholesky_lower(&inv, n)?;
-    let mut u = vec![0f64; n * n];
-    for i in 0..n {
-        for j in i..n {
-            u[i * n + j] = l2[j * n + i];
-        }
-    }
+    a.reverse();
+    cholesky_in_place(&mut a, n).map_err(|e| NotPositiveDefinite {
+        index: n - 1 - e.index,
+    })?;
+    let mut u = invert_lower(&a, n);
+    drop(a);
+    u.reverse();
     Ok(u)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cholesky_lower(a: &[f64], n: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
+        let mut l = a.to_vec();
+        cholesky_in_place(&mut l, n)?;
+        Ok(l)
+    }
 
     fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
         let mut c = vec![0f64; n * n];
@@ -152,7 +177,7 @@ mod tests {
     #[test]
     fn upper_factor_of_the_inverse() {
         let a = spd();
-        let u = upper_cholesky_of_inverse(&a, 4).unwrap();
+        let u = upper_cholesky_of_inverse(a.clone(), 4).unwrap();
         // Uᵀ U a = I, and U is upper-triangular with a positive diagonal.
         let inv = matmul(&transpose(&u, 4), &u, 4);
         let id: Vec<f64> = (0..16)
@@ -160,6 +185,16 @@ mod tests {
             .collect();
         assert!(close(&matmul(&inv, &a, 4), &id, 1e-10));
         assert!((0..4).all(|i| u[i * 4 + i] > 0.0 && (0..i).all(|j| u[i * 4 + j] == 0.0)));
+    }
+
+    #[test]
+    fn dot_of_any_length() {
+        for len in 0..11 {
+            let a: Vec<f64> = (0..len).map(|i| i as f64 + 0.5).collect();
+            let b: Vec<f64> = (0..len).map(|i| 2.0 - i as f64).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot(&a, &b) - want).abs() < 1e-12, "{len}");
+        }
     }
 
     #[test]
