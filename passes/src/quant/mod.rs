@@ -6,6 +6,7 @@
 
 pub mod bias_correction;
 pub mod blockwise;
+mod bodies;
 pub mod config;
 pub mod dynamic;
 pub mod legalize;

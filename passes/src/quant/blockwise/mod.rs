@@ -48,6 +48,7 @@ use kiln_proto::onnx::OperatorSetIdProto;
 use crate::ir::{Graph, Model, NameSet, NodeIndex, NodeKind};
 use crate::opset::UpgradeOpset;
 use crate::pipeline::{Changes, Pass, PassError};
+use crate::quant::bodies::label;
 use crate::tensor::DataType;
 
 use rewrite::Editor;
@@ -368,29 +369,9 @@ fn quantize_graph(
     ed.drop_dead_constants();
     summary.changes.merge(&ed.changes);
     summary.weights.append(&mut ed.weights);
-    for idx in order {
-        let Some(node) = graph.node(idx) else {
-            continue;
-        };
-        if node.subgraphs().next().is_none() {
-            continue;
-        }
-        let owner = label(graph, idx);
-        let Some(node) = graph.node_mut(idx) else {
-            continue;
-        };
-        for attr in &mut node.attributes {
-            let many = attr.value.graphs().len() > 1;
-            for (i, body) in attr.value.graphs_mut().iter_mut().enumerate() {
-                let path = if many {
-                    format!("{scope}{owner}/{}[{i}]/", attr.name)
-                } else {
-                    format!("{scope}{owner}/{}/", attr.name)
-                };
-                quantize_graph(body, &path, config, quantizer, names, summary);
-            }
-        }
-    }
+    super::bodies::each_body(graph, &order, scope, &mut |body, path| {
+        quantize_graph(body, path, config, quantizer, names, summary);
+    });
 }
 
 /// Runs the rule of `op_type` on node `idx` when the config selects it.
@@ -411,17 +392,5 @@ fn apply_rule(
         "MatMul" => rules::matmul(ed, idx, role),
         "Gemm" => rules::gemm(ed, idx, role),
         _ => rules::gather(ed, idx),
-    }
-}
-
-/// How the summary names a node: its name, or its first output's when unnamed.
-fn label(graph: &Graph, idx: NodeIndex) -> String {
-    let n = &graph[idx];
-    if !n.name.is_empty() {
-        n.name.clone()
-    } else {
-        n.outputs
-            .first()
-            .map_or_else(|| format!("#{}", idx.index()), |o| o.name.clone())
     }
 }

@@ -29,6 +29,7 @@ mod tests;
 
 use crate::ir::{Graph, Model, NodeIndex, NodeKind};
 use crate::pipeline::{Changes, Pass, PassError};
+use crate::quant::bodies::label;
 use crate::quant::config::QuantConfig;
 use crate::quant::scheme::QuantType;
 
@@ -221,29 +222,9 @@ fn quantize_graph(
     rw.drop_dead_constants();
     summary.changes.merge(&rw.changes);
     summary.weights.append(&mut rw.stored);
-    for idx in order {
-        let Some(node) = graph.node(idx) else {
-            continue;
-        };
-        if node.subgraphs().next().is_none() {
-            continue;
-        }
-        let owner = label(graph, idx);
-        let Some(node) = graph.node_mut(idx) else {
-            continue;
-        };
-        for attr in &mut node.attributes {
-            let many = attr.value.graphs().len() > 1;
-            for (i, body) in attr.value.graphs_mut().iter_mut().enumerate() {
-                let path = if many {
-                    format!("{scope}{owner}/{}[{i}]/", attr.name)
-                } else {
-                    format!("{scope}{owner}/{}/", attr.name)
-                };
-                quantize_graph(body, &path, config, names, summary);
-            }
-        }
-    }
+    super::bodies::each_body(graph, &order, scope, &mut |body, path| {
+        quantize_graph(body, path, config, names, summary);
+    });
 }
 
 /// Dispatches to the rule for `op_type`.
@@ -262,17 +243,5 @@ fn rewrite(
         "Conv" => conv::rewrite(rw, idx, config),
         "Gather" => gather::rewrite(rw, idx, config),
         _ => Err(Skip::NotApplicable),
-    }
-}
-
-/// How the summary names a node: its name, or its first output's when unnamed.
-fn label(graph: &Graph, idx: NodeIndex) -> String {
-    let n = &graph[idx];
-    if !n.name.is_empty() {
-        n.name.clone()
-    } else {
-        n.outputs
-            .first()
-            .map_or_else(|| format!("#{}", idx.index()), |o| o.name.clone())
     }
 }
