@@ -306,13 +306,12 @@ fn tf_tail(
     })
 }
 
-/// Checks shapes, types and constants; the rewrite's inputs and attributes.
-fn plan(g: &Graph, m: &Match) -> Option<Plan> {
-    let shape: Vec<Dim> = m.same_shape.iter().find_map(|&v| dims(g, v))?;
+/// The known sizes of the normalized dims, when `axes` are exactly the trailing dims of
+/// `shape` (the only form LayerNormalization's `axis` and RMSNormalization's can express).
+pub(super) fn trailing_shape(shape: &[Dim], axes: &[i64]) -> Option<Vec<usize>> {
     let rank = shape.len() as i64;
-    let k = m.axes.len();
-    let mut axes: Vec<i64> = m
-        .axes
+    let k = axes.len();
+    let mut axes: Vec<i64> = axes
         .iter()
         .map(|&a| if a < 0 { a + rank } else { a })
         .collect();
@@ -321,10 +320,14 @@ fn plan(g: &Graph, m: &Match) -> Option<Plan> {
     if k == 0 || axes != expected {
         return None;
     }
-    let norm: Vec<usize> = shape[shape.len() - k..]
-        .iter()
-        .map(known)
-        .collect::<Option<_>>()?;
+    shape[shape.len() - k..].iter().map(known).collect()
+}
+
+/// Checks shapes, types and constants; the rewrite's inputs and attributes.
+fn plan(g: &Graph, m: &Match) -> Option<Plan> {
+    let shape: Vec<Dim> = m.same_shape.iter().find_map(|&v| dims(g, v))?;
+    let norm = trailing_shape(&shape, &m.axes)?;
+    let k = norm.len();
 
     let eps_t = g.constant(m.eps)?;
     let dtype = eps_t.dtype();

@@ -34,9 +34,9 @@ use crate::tensor::{DataType, Tensor};
 
 use super::layernorm::{reduce_axes, to_normalized};
 use super::pattern::{
-    add_initializer, dims, each_graph, elem_type, float_tensor, is_op, known, operands_of,
-    operators, other_operand, out, remove_nodes, rewrite_node, scalar, scalar_keeps_shape,
-    scalar_near, sole_consumer, CONST_RTOL,
+    add_initializer, dims, each_graph, elem_type, float_tensor, is_op, operands_of, operators,
+    other_operand, out, remove_nodes, rewrite_node, scalar, scalar_keeps_shape, scalar_near,
+    sole_consumer, CONST_RTOL,
 };
 
 /// Replaces decomposed RMSNorm with RMSNormalization (opset ≥ 23) or, with
@@ -236,22 +236,8 @@ enum Scale {
 /// Checks shapes, types and constants; the rewrite's attributes and scale.
 fn plan(g: &Graph, u: &RmsNormUnit, target: Target) -> Option<Plan> {
     let shape: Vec<Dim> = dims(g, u.x)?;
-    let rank = shape.len() as i64;
-    let k = u.axes.len();
-    let mut axes: Vec<i64> = u
-        .axes
-        .iter()
-        .map(|&a| if a < 0 { a + rank } else { a })
-        .collect();
-    axes.sort_unstable();
-    let expected: Vec<i64> = (rank - k as i64..rank).collect();
-    if k == 0 || axes != expected {
-        return None;
-    }
-    let norm: Vec<usize> = shape[shape.len() - k..]
-        .iter()
-        .map(known)
-        .collect::<Option<_>>()?;
+    let norm = super::layernorm::trailing_shape(&shape, &u.axes)?;
+    let k = norm.len();
 
     let dtype = g.constant(u.eps)?.dtype();
     if !target.takes(dtype) || elem_type(g, u.x).is_some_and(|t| t != dtype) {
