@@ -1,7 +1,10 @@
 //! What the weight rewrites (dynamic, block-wise) share to walk a graph and its If/Loop/Scan
-//! bodies: how a summary names a node, and each body with the path that scopes its names.
+//! bodies: how a summary names a node, each body with the path that scopes its names, and
+//! removing the float weights a rewrite let go of.
 
-use crate::ir::{Graph, NodeIndex};
+use std::collections::BTreeSet;
+
+use crate::ir::{Graph, NodeIndex, NodeKind, ValueRef};
 
 /// How a summary names a node: its name, or its first output's when unnamed.
 pub(crate) fn label(graph: &Graph, idx: NodeIndex) -> String {
@@ -46,4 +49,20 @@ pub(crate) fn each_body(
             }
         }
     }
+}
+
+/// Removes the constants among `released` that nothing reads any more; returns how many.
+pub(crate) fn remove_dead_constants(graph: &mut Graph, released: BTreeSet<ValueRef>) -> usize {
+    let mut removed = 0;
+    for v in released {
+        let dead = matches!(
+            graph.node(v.node).map(|n| &n.kind),
+            Some(NodeKind::Constant { .. })
+        ) && !graph.is_used(v);
+        if dead {
+            graph.remove_node(v.node);
+            removed += 1;
+        }
+    }
+    removed
 }

@@ -243,17 +243,7 @@ impl<'a> Editor<'a> {
     /// Removes the float constants the rewrites let go of that nothing reads any more.
     pub(super) fn drop_dead_constants(&mut self) {
         let released = std::mem::take(&mut self.released);
-        let mut removed = 0;
-        for v in released {
-            let dead = matches!(
-                self.graph.node(v.node).map(|n| &n.kind),
-                Some(NodeKind::Constant { .. })
-            ) && !self.graph.is_used(v);
-            if dead {
-                self.graph.remove_node(v.node);
-                removed += 1;
-            }
-        }
+        let removed = crate::quant::bodies::remove_dead_constants(self.graph, released);
         self.changes.add("float weights removed", removed);
     }
 }
