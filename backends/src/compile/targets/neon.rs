@@ -72,20 +72,7 @@ pub fn compile(mut model: Model, cx: &Context) -> Result<Emitted, CompileError> 
         config.exclude_nodes.insert(id);
     }
     let report = quantized::run(&mut model, config, cx)?;
-    let (sim, changes) = pin_both(&mut model, &pins)?;
-    if !changes.is_empty() {
-        legalized.push(format!("pinned: {}", describe(&changes)));
-    }
-    Ok(Emitted {
-        model,
-        sim,
-        validate_instead: None,
-        partition_view: None,
-        quantize: Some(report),
-        legalized,
-        integer_only: false,
-        quantized_io: Vec::new(),
-    })
+    pin_and_emit(model, &pins, report, legalized)
 }
 
 /// Block-wise weights, float activations, then the profile's pinning.
@@ -96,12 +83,22 @@ fn weight_only(
     mut config: kiln_passes::quant::QuantConfig,
 ) -> Result<Emitted, CompileError> {
     let (report, line) = blockwise::run(&mut model, block, cx)?;
-    let mut legalized = vec![line];
+    let legalized = vec![line];
     let pins = [Pin {
         ops: std::mem::take(&mut config.pin_ops),
         float: config.pin_float,
     }];
-    let (sim, changes) = pin_both(&mut model, &pins)?;
+    pin_and_emit(model, &pins, report, legalized)
+}
+
+/// Pins the model as `pins` say (writing the simulated twin where ORT needs one) and emits it.
+fn pin_and_emit(
+    mut model: Model,
+    pins: &[Pin],
+    report: crate::quantize::QuantizeReport,
+    mut legalized: Vec<String>,
+) -> Result<Emitted, CompileError> {
+    let (sim, changes) = pin_both(&mut model, pins)?;
     if !changes.is_empty() {
         legalized.push(format!("pinned: {}", describe(&changes)));
     }
