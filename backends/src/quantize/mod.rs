@@ -404,18 +404,11 @@ pub fn quantize(
                         &calibration,
                         &mut |p| progress(Stage::Calibrating, p),
                     )?;
-                    report.calibration = Some(CalibrationSummary {
-                        source: match data {
-                            CalibrationData::Synthetic { .. } => "synthetic".to_string(),
-                            CalibrationData::Path(_) => "data".to_string(),
-                        },
-                        path: match data {
-                            CalibrationData::Path(p) => Some(p.display().to_string()),
-                            CalibrationData::Synthetic { .. } => None,
-                        },
-                        samples: collected.samples,
-                        tensors: collected.hessians.len(),
-                    });
+                    report.calibration = Some(CalibrationSummary::of(
+                        data,
+                        collected.samples,
+                        collected.hessians.len(),
+                    ));
                     Some(hessian::quantizer(
                         &inputs,
                         collected.hessians,

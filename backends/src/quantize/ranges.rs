@@ -52,18 +52,7 @@ pub(super) fn gather(
             }
             let samples = open_samples_with(data, float.inputs, float.spec)?;
             let stats = collect(float.proto, &calibrated, samples, calibration, progress)?;
-            let summary = CalibrationSummary {
-                source: match data {
-                    CalibrationData::Synthetic { .. } => "synthetic".to_string(),
-                    CalibrationData::Path(_) => "data".to_string(),
-                },
-                path: match data {
-                    CalibrationData::Path(p) => Some(p.display().to_string()),
-                    CalibrationData::Synthetic { .. } => None,
-                },
-                samples: stats.samples(),
-                tensors: calibrated.len(),
-            };
+            let summary = CalibrationSummary::of(data, stats.samples(), calibrated.len());
             (stats, summary)
         }
         RangeSource::Saved(files) => {

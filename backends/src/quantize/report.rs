@@ -105,6 +105,25 @@ pub struct CalibrationSummary {
     pub tensors: usize,
 }
 
+impl CalibrationSummary {
+    /// The summary of `samples` samples read from `data` for `tensors` tensors.
+    pub fn of(data: &crate::calibrate::CalibrationData, samples: u64, tensors: usize) -> Self {
+        use crate::calibrate::CalibrationData;
+        CalibrationSummary {
+            source: match data {
+                CalibrationData::Synthetic { .. } => "synthetic".to_string(),
+                CalibrationData::Path(_) => "data".to_string(),
+            },
+            path: match data {
+                CalibrationData::Path(p) => Some(p.display().to_string()),
+                CalibrationData::Synthetic { .. } => None,
+            },
+            samples,
+            tensors,
+        }
+    }
+}
+
 /// One quantized tensor.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorReport {
