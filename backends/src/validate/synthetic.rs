@@ -1,6 +1,10 @@
 //! Seeded synthetic inputs, so two models can be compared without data files: floats uniform
 //! in [0, 1), integers in [0, 10) by default (small enough to be valid token ids and indices;
 //! bounds can be set per input), bools fair coins. Free dims are 1 unless given by name.
+//! An attention mask (`attention_mask`, `encoder_attention_mask`, TF's `input_mask`) is all
+//! ones unless a bound is given for it by name: random zeros would mask whole rows, which no
+//! tokenizer produces and which makes a quantized decoder's logits meaningless to compare
+//! (measured: 4.4 dB on a dynamo-exported Llama whose all-ones SQNR is 16.9 dB).
 
 use std::collections::BTreeMap;
 
@@ -143,7 +147,8 @@ fn tensor(info: &IoInfo, spec: &SyntheticSpec, rng: &mut Rng) -> Result<Tensor, 
         })
         .collect();
     let n: usize = shape.iter().product();
-    let small = |rng: &mut Rng| rng.below(high);
+    let ones = is_attention_mask(&info.name) && !spec.int_high.contains_key(&info.name);
+    let small = |rng: &mut Rng| if ones { 1 } else { rng.below(high) };
     // Shapes come from the model and are within what ORT accepted, so from_vec cannot fail on
     // length; an error here would be a bug, reported as unsupported rather than a panic.
     let t = match dtype {
@@ -167,10 +172,18 @@ fn tensor(info: &IoInfo, spec: &SyntheticSpec, rng: &mut Rng) -> Result<Tensor, 
         DataType::Uint32 => Tensor::from_vec(shape, (0..n).map(|_| small(rng) as u32).collect()),
         DataType::Uint16 => Tensor::from_vec(shape, (0..n).map(|_| small(rng) as u16).collect()),
         DataType::Uint8 => Tensor::from_vec(shape, (0..n).map(|_| small(rng) as u8).collect()),
-        DataType::Bool => Tensor::from_vec(shape, (0..n).map(|_| rng.below(2) == 1).collect()),
+        DataType::Bool => {
+            Tensor::from_vec(shape, (0..n).map(|_| ones || rng.below(2) == 1).collect())
+        }
         _ => return Err(unsupported()),
     };
     t.map_err(|_| unsupported())
+}
+
+/// Whether an input is a tokenizer's attention mask, by the names exporters give it.
+fn is_attention_mask(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.ends_with("attention_mask") || name == "input_mask"
 }
 
 #[cfg(test)]
@@ -210,6 +223,34 @@ mod tests {
             },
         };
         assert!(synthetic_inputs(&[s], &dims, &mut Rng::new(0)).is_err());
+    }
+
+    #[test]
+    fn attention_masks_are_ones_unless_bounded_by_name() {
+        let mask = |name: &str, dtype| IoInfo {
+            name: name.into(),
+            kind: IoKind::Tensor {
+                dtype: Some(dtype),
+                dims: vec![Dim::Fixed(64)],
+            },
+        };
+        let inputs = [
+            mask("attention_mask", DataType::Int64),
+            mask("encoder_attention_mask", DataType::Bool),
+            mask("input_ids", DataType::Int64),
+        ];
+        let mut spec = SyntheticSpec::default();
+        let got = synthetic_inputs(&inputs, &spec, &mut Rng::new(3)).unwrap();
+        let ints =
+            |i: usize, got: &NamedValues| got[i].1.as_tensor().unwrap().to_vec::<i64>().unwrap();
+        assert!(ints(0, &got).iter().all(|&v| v == 1));
+        let bools = got[1].1.as_tensor().unwrap().to_vec::<bool>().unwrap();
+        assert!(bools.iter().all(|&b| b));
+        assert!(ints(2, &got).iter().any(|&v| v != 1));
+        // A bound given by name brings the random values back (padding tests).
+        spec.int_high.insert("attention_mask".into(), 2);
+        let got = synthetic_inputs(&inputs, &spec, &mut Rng::new(3)).unwrap();
+        assert!(ints(0, &got).contains(&0));
     }
 
     #[test]
