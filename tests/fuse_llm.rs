@@ -85,16 +85,16 @@ fn marked(m: &Model, key: &str, value: Option<&str>) -> usize {
         .count()
 }
 
-/// llama_tiny as loaded (weights resolved into the proto).
-fn llama_proto() -> ModelProto {
-    let dir = repo_root().join("models/llama_tiny");
+/// A model under models/ as loaded (weights resolved into the proto).
+fn llama_proto(name: &str) -> ModelProto {
+    let dir = repo_root().join("models").join(name);
     kiln_proto::load_model(&dir.join("model.onnx"))
-        .expect("llama_tiny loads")
+        .unwrap_or_else(|e| panic!("{name} loads: {e}"))
         .model
 }
 
-/// The feeds and stored outputs of llama_tiny's test data set `set`.
-fn llama_data(proto: &ModelProto, set: &str) -> (NamedValues, NamedValues) {
+/// The feeds and stored outputs of test data set `set` of models/`name`.
+fn llama_data(name: &str, proto: &ModelProto, set: &str) -> (NamedValues, NamedValues) {
     let s = Session::from_model_with(proto, &SessionOptions::as_written()).unwrap();
     let ins: Vec<_> = s.inputs().iter().map(|i| IoSpec::tensor(&i.name)).collect();
     let outs: Vec<_> = s
@@ -102,7 +102,7 @@ fn llama_data(proto: &ModelProto, set: &str) -> (NamedValues, NamedValues) {
         .iter()
         .map(|o| IoSpec::tensor(&o.name))
         .collect();
-    let dir = repo_root().join("models/llama_tiny").join(set);
+    let dir = repo_root().join("models").join(name).join(set);
     read_test_data_set(&dir, &ins, &outs).unwrap()
 }
 
@@ -123,19 +123,25 @@ fn optimize_llama(proto: &ModelProto, allow_contrib: bool) -> Model {
 /// llama_tiny optimized, and checked in ORT against the original on both test data sets
 /// (and against the stored outputs); returns the model and the worst max |Δ|.
 fn optimized_llama(allow_contrib: bool) -> (Model, f64) {
-    let proto = llama_proto();
+    optimized("llama_tiny", &SETS, 5, allow_contrib)
+}
+
+/// models/`name` optimized and checked in ORT against the original on `sets` (and against
+/// the `outputs` stored outputs); returns the model and the worst max |Δ|.
+fn optimized(name: &str, sets: &[&str], outputs: usize, allow_contrib: bool) -> (Model, f64) {
+    let proto = llama_proto(name);
     let model = optimize_llama(&proto, allow_contrib);
     let after_proto = model.to_proto();
     let mut worst = 0f64;
-    for set in SETS {
-        let (feeds, expected) = llama_data(&proto, set);
+    for &set in sets {
+        let (feeds, expected) = llama_data(name, &proto, set);
         let before = run(&proto, &feeds);
         let after = run(&after_proto, &feeds);
         assert_same(&before, &after, set);
-        assert_eq!(expected.len(), 5, "{set}: logits and 4 presents stored");
+        assert_eq!(expected.len(), outputs, "{set}: outputs stored");
         assert_same(&expected, &after, &format!("{set} (stored outputs)"));
         let d = max_abs_diff(&before, &after);
-        eprintln!("llama_tiny {set}, allow_contrib {allow_contrib}: max |Δ| {d:.2e}");
+        eprintln!("{name} {set}, allow_contrib {allow_contrib}: max |Δ| {d:.2e}");
         worst = worst.max(d);
     }
     (model, worst)
@@ -170,6 +176,21 @@ fn llama_tiny_rmsnorm_fuses_with_contrib_and_outputs_agree() {
     assert_eq!(marked(&m, ROTARY_KEY, None), 4);
     assert_eq!(marked(&m, SILU_KEY, Some("SiLU")), 2, "one MLP per layer");
     eprintln!("llama_tiny with SimplifiedLayerNormalization: worst max |Δ| {worst:.2e}");
+}
+
+/// The same fusions on a real `torch.onnx.export(dynamo=True)` of transformers'
+/// LlamaForCausalLM: `Reciprocal` rsqrt, gain first in the last Mul, rotary from in-graph
+/// Cos/Sin of position × inv_freq, a right-padded second row in the test data.
+#[test]
+fn llama_dynamo_export_fuses_the_same_way_and_outputs_agree() {
+    let (m, worst) = optimized("llama_dynamo", &["test_data_set_0"], 1, true);
+    assert_eq!(op_count(&m, "SimplifiedLayerNormalization"), 5);
+    for op in ["Pow", "ReduceMean", "Sqrt"] {
+        assert_eq!(op_count(&m, op), 0, "{op} left");
+    }
+    assert_eq!(marked(&m, ROTARY_KEY, None), 4, "q and k per layer");
+    assert_eq!(marked(&m, SILU_KEY, Some("SiLU")), 2, "one MLP per layer");
+    eprintln!("llama_dynamo with SimplifiedLayerNormalization: worst max |Δ| {worst:.2e}");
 }
 
 #[test]
@@ -437,7 +458,7 @@ fn the_check_sees_a_dropped_weight() {
 
 #[test]
 fn llama_tiny_rmsnorm_pins_to_float16_fused_or_as_a_unit() {
-    let proto = llama_proto();
+    let proto = llama_proto("llama_tiny");
     let (fused, r) = pinned(
         &optimize_llama(&proto, true),
         &["SimplifiedLayerNormalization"],
@@ -455,7 +476,7 @@ fn llama_tiny_rmsnorm_pins_to_float16_fused_or_as_a_unit() {
     assert_eq!(r.changes.get("pinned") + r.changes.get("simulated"), 0);
     let (mut to_float, mut between) = (0f64, 0f64);
     for set in SETS {
-        let (feeds, _) = llama_data(&proto, set);
+        let (feeds, _) = llama_data("llama_tiny", &proto, set);
         let float = run(&proto, &feeds);
         let f = run(&fused, &feeds);
         let u = run(&unit, &feeds);
