@@ -157,6 +157,7 @@ impl Profile {
             lm_head: w.lm_head,
             embeddings: w.embeddings,
             gptq: Default::default(),
+            awq: Default::default(),
         })
     }
 

@@ -143,6 +143,7 @@ mod tests {
             weight: weight.into(),
             activation: activation.into(),
             k,
+            k_axis: 0,
         }
     }
 

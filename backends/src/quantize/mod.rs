@@ -376,6 +376,11 @@ pub fn quantize(
             report.mode = "weight-only";
             let gptq = match blockwise.method {
                 WeightMethod::Rtn => None,
+                WeightMethod::Awq => {
+                    return Err(QuantizeError::Options(
+                        "AWQ is not wired into quantize yet".into(),
+                    ))
+                }
                 WeightMethod::Gptq => {
                     let data = samples.as_ref().ok_or_else(|| {
                         QuantizeError::Options(

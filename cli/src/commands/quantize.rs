@@ -452,7 +452,9 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
         gptq: GptqOptions {
             damp: args.gptq_damp,
             act_order: args.gptq_act_order,
+            ..Default::default()
         },
+        ..Default::default()
     };
     config
         .validate()
