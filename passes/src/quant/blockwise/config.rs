@@ -106,7 +106,7 @@ pub enum ConfigError {
     #[error("block size {0} is not supported (expected 32, 64 or 128)")]
     BlockSize(usize),
     /// GPTQ's clip search with act-order (its grids are fixed before any update).
-    #[error("GPTQ's clip search needs K order: it cannot be combined with act-order")]
+    #[error("the clip search in GPTQ needs K order: it cannot be combined with act-order")]
     ClipWithActOrder,
 }
 
@@ -118,7 +118,10 @@ impl BlockwiseConfig {
         }
         let gptq = match self.method {
             WeightMethod::Gptq => Some(self.gptq),
-            WeightMethod::Awq => self.awq.gptq,
+            WeightMethod::Awq => self.awq.gptq.map(|g| GptqOptions {
+                clip: self.awq.clip,
+                ..g
+            }),
             WeightMethod::Rtn => None,
         };
         if gptq.is_some_and(|g| g.clip && g.act_order) {
@@ -177,9 +180,13 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::ClipWithActOrder));
         c.method = WeightMethod::Rtn;
         assert_eq!(c.validate(), Ok(()));
+        // AWQ's own clip flag is GPTQ's there.
         c.method = WeightMethod::Awq;
+        c.gptq.clip = false;
         c.awq.gptq = Some(c.gptq);
         assert_eq!(c.validate(), Err(ConfigError::ClipWithActOrder));
+        c.awq.clip = false;
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::ir::{Graph, InputSlot, NameSet, Node, NodeIndex, NodeKind, ValueRef};
+use crate::ir::{Dim, Graph, InputSlot, NameSet, Node, NodeIndex, NodeKind, ValueRef};
 use crate::quant::bodies::label;
 use crate::tensor::{DataType, Tensor};
 
@@ -32,16 +32,32 @@ pub(super) fn fold_targets(
     k: usize,
     group: &BTreeSet<NodeIndex>,
 ) -> Result<(Vec<Slot>, String), String> {
-    if graph.outputs.iter().any(|o| o.value == act) {
-        return Err("the activation is a graph output".into());
-    }
-    for (node, slot) in graph.consumers(act) {
-        if !group.contains(&node) || slot != InputSlot::Operand(0) {
-            return Err(format!(
-                "the activation is also read by {} '{}'",
-                graph[node].op_type(),
-                label(graph, node)
-            ));
+    // Up through reshapes that keep the channel dim, each value read by the group (or the
+    // reshape below it) only, or by Shape/Size (which see no values).
+    let mut act = act;
+    let mut readers: BTreeSet<NodeIndex> = group.clone();
+    loop {
+        if is_output(graph, act) {
+            return Err(format!("'{}' is a graph output", graph.value_name(act)));
+        }
+        for (node, slot) in graph.consumers(act) {
+            let n = &graph[node];
+            let shape_only =
+                matches!(n.op_type(), "Shape" | "Size") && matches!(n.domain(), "" | "ai.onnx");
+            if !shape_only && (!readers.contains(&node) || slot != InputSlot::Operand(0)) {
+                return Err(format!(
+                    "the activation is also read by {} '{}'",
+                    n.op_type(),
+                    label(graph, node)
+                ));
+            }
+        }
+        match keeps_channels(graph, act, k) {
+            Some(input) => {
+                readers = BTreeSet::from([act.node]);
+                act = input;
+            }
+            None => break,
         }
     }
     let producer = graph
@@ -148,6 +164,25 @@ pub(super) fn fold_targets(
             "produced by {op} '{}' (no constant to fold 1/s into)",
             label(graph, act.node)
         )),
+    }
+}
+
+/// When `v` is made by a `Reshape` or `Identity` that keeps the last dim (`k` on both sides,
+/// known), so channel `i` of its input is channel `i` of `v`: that input.
+fn keeps_channels(graph: &Graph, v: ValueRef, k: usize) -> Option<ValueRef> {
+    let node = graph.node(v.node)?;
+    if !(node.is_operator() && matches!(node.domain(), "" | "ai.onnx")) {
+        return None;
+    }
+    let input = graph.input(v.node, 0)?;
+    let last = |x: ValueRef| match graph.value_info(x).shape()?.last() {
+        Some(Dim::Known(d)) => Some(*d),
+        _ => None,
+    };
+    match node.op_type() {
+        "Identity" => Some(input),
+        "Reshape" if last(v) == Some(k as i64) && last(input) == Some(k as i64) => Some(input),
+        _ => None,
     }
 }
 

@@ -45,8 +45,8 @@ pub struct AwqOptions {
     /// Where no producer can take `1/s`, insert a `Mul` by it in front of the group (else the
     /// group keeps its scale 1 and only gets the clip search).
     pub insert_mul: bool,
-    /// Choose the integers of the scaled weights with GPTQ (its own `clip` applies) instead of
-    /// rounding them.
+    /// Choose the integers of the scaled weights with GPTQ instead of rounding them (its
+    /// `clip` is replaced by this `clip`: the clip search then runs inside GPTQ).
     pub gptq: Option<GptqOptions>,
 }
 
@@ -451,8 +451,12 @@ impl BlockQuantizer for Awq {
             return Ok(rtn);
         };
         let blocks = rtn.scales.len();
-        if let Some(g) = &self.options.gptq {
-            let q = match quantize_gptq(w, k, n, params, h, g) {
+        if let Some(g) = self.options.gptq {
+            let g = GptqOptions {
+                clip: self.options.clip,
+                ..g
+            };
+            let q = match quantize_gptq(w, k, n, params, h, &g) {
                 Ok(q) => q,
                 Err(e) => {
                     self.note(name, e);
