@@ -422,3 +422,82 @@ fn missing_statistics_leave_groups_unscaled_and_weights_rounded() {
     assert_eq!(m.to_proto(), rtn.to_proto());
     assert_eq!(awq.fallbacks().len(), 6);
 }
+
+#[test]
+fn folds_reach_through_a_reshape_and_past_a_shape_reader() {
+    // x → Mul(gain) → Reshape [ROWS, K] → [2, ROWS/2, K] → MatMul; a Shape reads the gain's
+    // output too (as llama's attention does): only values matter, so the fold is allowed.
+    let mut m = Model::new(17);
+    let g = &mut m.graph;
+    let x = ValueRef::new(
+        g.add_node(Node::input(ValueInfo::tensor(
+            "x",
+            DataType::Float,
+            &[Dim::Known(ROWS as i64), Dim::Known(K as i64)],
+        ))),
+        0,
+    );
+    let gain = init(g, "gain", &[K], values(K, 2));
+    let n = op(g, "Mul", "norm", &[x, gain]);
+    *g.value_info_mut(n) = ValueInfo::tensor(
+        "norm_out",
+        DataType::Float,
+        &[Dim::Known(ROWS as i64), Dim::Known(K as i64)],
+    );
+    let shape = op(g, "Shape", "shape", &[n]);
+    output(g, shape);
+    let target = ValueRef::new(
+        g.add_node(Node::initializer(
+            "target",
+            Tensor::from_vec(vec![3], vec![2i64, (ROWS / 2) as i64, K as i64]).unwrap(),
+        )),
+        0,
+    );
+    let r = op(g, "Reshape", "reshape", &[n, target]);
+    *g.value_info_mut(r) = ValueInfo::tensor(
+        "reshape_out",
+        DataType::Float,
+        &[
+            Dim::Known(2),
+            Dim::Known((ROWS / 2) as i64),
+            Dim::Known(K as i64),
+        ],
+    );
+    let w = weight(g, "fc.weight", K, 16, 3);
+    let y = op(g, "MatMul", "fc", &[r, w]);
+    output(g, y);
+    let group = BTreeSet::from([y.node]);
+    let (slots, what) = fold::fold_targets(&m.graph, r, K, &group).unwrap();
+    assert_eq!(slots, vec![(n.node, 1)]);
+    assert!(what.contains("gain 'gain' of Mul 'norm'"), "{what}");
+    // A Reshape that moves the channel dim stops the walk.
+    *m.graph.value_info_mut(r) = ValueInfo::tensor(
+        "reshape_out",
+        DataType::Float,
+        &[Dim::Known(ROWS as i64 * 2), Dim::Known((K / 2) as i64)],
+    );
+    let e = fold::fold_targets(&m.graph, r, K, &group).unwrap_err();
+    assert!(e.contains("produced by Reshape"), "{e}");
+}
+
+#[test]
+fn awq_then_gptq_is_never_worse_than_rounding() {
+    let mut m = decoder();
+    let s = stats(&m, ROWS);
+    let options = AwqOptions {
+        gptq: Some(GptqOptions::default()),
+        ..Default::default()
+    };
+    let c = config(options);
+    let (_, awq) = apply_scales(&mut m, &c, &s, &options).unwrap();
+    quantize_blockwise_with(&mut m, &c, &awq).unwrap();
+    m.graph.verify().unwrap();
+    let chosen = awq.chosen();
+    // A weight GPTQ did not improve is rounded instead and listed as a fallback.
+    assert_eq!(chosen.len() + awq.fallbacks().len(), 6, "{chosen:?}");
+    assert!(!chosen.is_empty());
+    for w in &chosen {
+        assert_eq!(w.integers, "gptq");
+        assert!(w.error_ratio <= 1.0, "{w:?}");
+    }
+}
