@@ -1,9 +1,9 @@
 //! AWQ-style weight-only quantization (Lin et al., 2023): per group of weights that read one
 //! activation (q/k/v behind one norm, gate/up behind another, down behind the gated product,
 //! the LM head behind the final norm), a per-input-channel scale `s = mean|x|^α` chosen on
-//! the calibration data ([`scale_search`]) is multiplied into the weights and divided out of
-//! the activation where it is produced ([`fold`]), so the float model is unchanged; then each
-//! block's range is shrunk by the ratio of least output error ([`clip_search`]), or the
+//! the calibration data (`scale_search.rs`) is multiplied into the weights and divided out of
+//! the activation where it is produced (`fold.rs`), so the float model is unchanged; then each
+//! block's range is shrunk by the ratio of least output error (`clip_search.rs`), or the
 //! scaled weights go through GPTQ.
 //!
 //! The error everything here minimizes is the layer's output error on the calibration inputs,
@@ -269,10 +269,9 @@ fn scale_group(
             fold::divide(graph, names, &slots, scales)?;
             Scaling::Folded { into }
         }
-        Err(why) if insert_mul => {
+        Err(_) if insert_mul => {
             let readers: Vec<NodeIndex> = nodes.iter().copied().collect();
             let node = fold::insert_mul(graph, names, g.activation, &readers, scales)?;
-            let _ = why;
             Scaling::Mul { node }
         }
         Err(reason) => {

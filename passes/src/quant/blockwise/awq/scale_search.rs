@@ -2,7 +2,7 @@
 //! Compression and Acceleration"): the weights that read one activation are multiplied, row
 //! by row (one row per input channel), by `s_i = mean|x_i|^α`, so channels that carry large
 //! activations get a finer effective step; the activation is divided by `s` where it is
-//! produced (see [`fold`](super::fold)), so the float model is unchanged.
+//! produced (see `fold.rs`), so the float model is unchanged.
 //!
 //! As AWQ does, `s` is clamped below at 1e-4 and normalized by `√(max s · min s)`, and `α`
 //! runs over an even grid on `[0, 1]`; the α kept is the one whose round-to-nearest result
