@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""GPTQ weight-only int4: `kiln quantize --weight-only int4 --weight-method gptq` against Kiln's
+"""Accuracy-aware weight-only int4: `kiln quantize --weight-only int4 --weight-method gptq|awq`
+(GPTQ, with act-order, with the clip search; AWQ, and AWQ's scales then GPTQ) against Kiln's
 RTN and against ONNX Runtime's own tool, `onnxruntime.quantization.matmul_nbits_quantizer`,
 with its RTN (the default algorithm) and its GPTQ (`GPTQWeightOnlyQuantConfig`, Intel Neural
 Compressor's implementation vendored in ORT), at the same block size, on the same calibration
@@ -47,6 +48,11 @@ from weight_only_vs_ort import gemm_to_matmul, gemm_weights, mlp_large, table_ro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out", "gptq")
 MODELS = ["llama_tiny", "gpt2_tiny_matmul", "bert_tiny_op17"]
+# Kiln's runs: (method, extra flags), in table order; file-name suffix of each flag set.
+KILN_RUNS = [("rtn", []), ("gptq", []), ("gptq", ["--gptq-act-order"]), ("gptq", ["--gptq-clip"]),
+             ("awq", []), ("awq", ["--awq-gptq"])]
+SUFFIX = {(): "", ("--gptq-act-order",): "_ao", ("--gptq-clip",): "_clip", ("--awq-gptq",): "_gptq"}
+TIMED = [("rtn", []), ("gptq", []), ("awq", []), ("awq", ["--awq-gptq"])]
 TOKENS, CALIBRATION, HELD_OUT = 32, 32, 8
 
 
@@ -176,9 +182,10 @@ def main():
     print(f"ORT {ort.__version__}; int4, MatMulNBits form; SQNR dB of the first output vs float on "
           f"{HELD_OUT} held-out samples; {CALIBRATION} calibration samples of {TOKENS} tokens; "
           "time s / peak RSS MiB of one quantization process\n")
-    print("| model | block | sym | Kiln RTN | Kiln GPTQ | Kiln GPTQ act-order | ORT RTN | ORT GPTQ "
-          "| Kiln RTN time / RSS | Kiln GPTQ time / RSS | ORT GPTQ time / RSS |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | block | sym | Kiln RTN | Kiln GPTQ | Kiln GPTQ act-order | Kiln GPTQ + clip | Kiln AWQ "
+          "| Kiln AWQ + GPTQ | ORT RTN | ORT GPTQ | Kiln RTN time / RSS | Kiln GPTQ time / RSS "
+          "| Kiln AWQ time / RSS | Kiln AWQ + GPTQ time / RSS | ORT GPTQ time / RSS |")
+    print("|" + "---|" * 16)
     failed = False
     for name in args.models.split(","):
         work = os.path.join(OUT, name)
@@ -200,14 +207,14 @@ def main():
             for sym in (True, False):
                 tag = f"b{block}_{'sym' if sym else 'asym'}"
                 cells, times = [], []
-                for method, extra in (("rtn", []), ("gptq", []), ("gptq", ["--gptq-act-order"])):
-                    out = os.path.join(work, f"kiln_{method}{'_ao' if extra else ''}_{tag}.onnx")
+                for method, extra in KILN_RUNS:
+                    out = os.path.join(work, f"kiln_{method}{SUFFIX[tuple(extra)]}_{tag}.onnx")
                     if os.path.exists(out):
                         os.remove(out)
                     cmd = [args.kiln, "quantize", src, "-o", out, "--weight-only", "int4",
                            "--block-size", str(block), "--weight-format", "matmulnbits",
                            "--weight-method", method] + extra
-                    if method == "gptq":
+                    if method != "rtn":
                         cmd += ["--calibration", cal]
                     if not sym:
                         cmd.append("--asymmetric-weights")
@@ -220,7 +227,7 @@ def main():
                         print(f"  kiln failed on {name} {tag} {method}: {m.stderr.strip()}", file=sys.stderr)
                     else:
                         cells.append(f"{sqnr(ref, first_output(out, data)):.2f}")
-                    if not extra:
+                    if (method, extra) in TIMED:
                         times.append(f"{m.wall_s:.2f} / {m.peak_rss_mib:.0f}")
                 for algo in ("rtn", "gptq"):
                     out = os.path.join(work, f"ort_{algo}_{tag}.onnx")
@@ -257,14 +264,15 @@ def decode_table(args):
     print(f"\nllama_tiny decode: prefill of 8 tokens + {steps} steps with the KV cache fed back, "
           f"teacher-forced with the float model's greedy tokens, {len(prompts)} prompts; logits SQNR dB "
           "per step: mean (worst step)\n")
-    print("| block | sym | Kiln RTN | Kiln GPTQ | Kiln GPTQ act-order | ORT RTN | ORT GPTQ |")
-    print("|---|---|---|---|---|---|---|")
+    print("| block | sym | Kiln RTN | Kiln GPTQ | Kiln GPTQ act-order | Kiln GPTQ + clip | Kiln AWQ "
+          "| Kiln AWQ + GPTQ | ORT RTN | ORT GPTQ |")
+    print("|" + "---|" * 10)
     for block in [int(b) for b in args.blocks.split(",")]:
         for sym in (True, False):
             tag = f"b{block}_{'sym' if sym else 'asym'}"
             cells = []
-            for f in (f"kiln_rtn_{tag}", f"kiln_gptq_{tag}", f"kiln_gptq_ao_{tag}", f"ort_rtn_{tag}",
-                      f"ort_gptq_{tag}"):
+            kiln = [f"kiln_{m}{SUFFIX[tuple(e)]}_{tag}" for m, e in KILN_RUNS]
+            for f in kiln + [f"ort_rtn_{tag}", f"ort_gptq_{tag}"]:
                 path = os.path.join(work, f + ".onnx")
                 if not os.path.exists(path):
                     cells.append("-")

@@ -1,22 +1,31 @@
-//! Calibration-driven accuracy fixes, judged by ONNX Runtime 1.31.1 on CPU: GPTQ weight-only
-//! quantization (`kiln quantize --weight-only int4 --weight-method gptq`) against
-//! round-to-nearest at the same block size, and bias correction of static QDQ quantization
-//! (`--bias-correction`) against none.
+//! Calibration-driven accuracy fixes, judged by ONNX Runtime 1.31.1 on CPU: the accuracy-aware
+//! weight-only methods (`kiln quantize --weight-only int4 --weight-method gptq|awq`, GPTQ with
+//! and without its clip search, AWQ alone and followed by GPTQ) against round-to-nearest at the
+//! same block size, AWQ's folded scales against the float model, and bias correction of static
+//! QDQ quantization (`--bias-correction`) against none.
 //!
 //! Calibration and held-out inputs are written at test time (no Python): seeded random token
 //! ids below the vocabulary size, position ids 0..L, an all-ones mask, an empty KV cache
 //! (llama_tiny); 32 calibration samples of 32 tokens and 8 held-out samples from another seed.
-//! Both methods go through `kiln_backends::quantize::quantize` (optimize, then the block-wise
-//! pass; GPTQ first collects the Hessians of every MatMul input by running the float model in
-//! ORT), and the SQNR of the first output (llama_tiny's logits, the encoders' last hidden
-//! state) against the float model is measured on the held-out samples.
+//! Every method goes through `kiln_backends::quantize::quantize` (optimize, then the block-wise
+//! pass; GPTQ and AWQ first collect the Hessian — and, for AWQ, the mean magnitude — of every
+//! MatMul input by running the float model in ORT), and the SQNR of the first output
+//! (llama_tiny's logits, the encoders' last hidden state) against the float model is measured
+//! on the held-out samples.
 //!
-//! The issue asks GPTQ to beat RTN by 3 dB on the tiny decoder's logits. Measured here it
-//! does not: llama_tiny's weights are random and the inputs of its projections nearly
-//! isotropic (the LM head, which dominates the logits error, has an input covariance with
-//! eigenvalues within 23× of each other), so there is little correlation for GPTQ to
-//! exploit; the margins asserted are what was measured, less about a third.
+//! The issue asks the accuracy-aware method to beat RTN by 3 dB on the tiny decoder's logits.
+//! None does: the best measured is +1.9 dB (AWQ then GPTQ, block 32) and +1.7 dB (GPTQ with the
+//! clip search, block 128). llama_tiny's weights are random and its projections' inputs nearly
+//! isotropic. The LM head carries half the logits error with RTN; its input covariance has
+//! eigenvalues whose arithmetic mean is 1.19 dB above their geometric mean — the most any
+//! choice of integers on a fixed grid can gain there — and a diagonal within 0.10 dB of
+//! flat — the most a per-channel scale (AWQ) can gain; a per-block scale search adds at most
+//! about 0.5 dB on Gaussian weights. The value projections, a quarter of the error, reach the
+//! logits through attention averaging, which their layer-output error does not see (README,
+//! "Weight-only int4/int8", has the numbers). The margins asserted are what was measured, less
+//! about a third.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use kiln_backends::calibrate::{open_samples, CalibrationData};
@@ -26,7 +35,10 @@ use kiln_backends::tensors::write_npy;
 use kiln_backends::value::{NamedValues, Value};
 use kiln_passes::ir::Model;
 use kiln_passes::optimize::OptimizeOptions;
-use kiln_passes::quant::blockwise::{Bits, BlockwiseConfig, GptqOptions, WeightMethod};
+use kiln_passes::quant::blockwise::awq::{apply_scales, ActivationStats, AwqOptions, Scaling};
+use kiln_passes::quant::blockwise::{
+    linear_inputs, Bits, BlockwiseConfig, GptqOptions, Hessian, WeightMethod,
+};
 use kiln_passes::quant::QuantConfig;
 use kiln_passes::tensor::Tensor;
 use kiln_proto::onnx::ModelProto;
@@ -98,30 +110,48 @@ fn write_samples(name: &str, model: &Model, dir: &Path, count: usize, seed: u64)
     }
 }
 
-/// `name` quantized to int4 (QDQ form, symmetric) at `block_size` by `method`.
-fn quantized(
-    name: &str,
-    block_size: usize,
-    method: WeightMethod,
-    act_order: bool,
-    calibration: &Path,
-) -> (Model, QuantizeReport) {
-    let (_, mut model) = load(name);
-    let config = BlockwiseConfig {
+/// int4 (QDQ form, symmetric) weight-only settings at `block_size` by `method`.
+fn int4(block_size: usize, method: WeightMethod) -> BlockwiseConfig {
+    BlockwiseConfig {
         bits: Bits::Four,
         block_size,
         method,
+        ..Default::default()
+    }
+}
+
+/// GPTQ's settings at `block_size`.
+fn gptq(block_size: usize, act_order: bool, clip: bool) -> BlockwiseConfig {
+    BlockwiseConfig {
         gptq: GptqOptions {
             act_order,
+            clip,
             ..Default::default()
         },
-        ..Default::default()
-    };
-    let samples = (method == WeightMethod::Gptq).then(|| CalibrationData::Path(calibration.into()));
+        ..int4(block_size, WeightMethod::Gptq)
+    }
+}
+
+/// AWQ's settings at `block_size`.
+fn awq(block_size: usize, options: AwqOptions) -> BlockwiseConfig {
+    BlockwiseConfig {
+        awq: options,
+        ..int4(block_size, WeightMethod::Awq)
+    }
+}
+
+/// `name` quantized as `config` says (calibrated on `calibration` unless RTN).
+fn quantized(name: &str, config: &BlockwiseConfig, calibration: &Path) -> (Model, QuantizeReport) {
+    let (_, mut model) = load(name);
+    let method = config.method;
+    let samples = (method != WeightMethod::Rtn).then(|| CalibrationData::Path(calibration.into()));
     let options = QuantizeOptions {
         config: QuantConfig::default(),
         optimize: Some(OptimizeOptions::default()),
-        mode: Mode::WeightOnly { config, samples },
+        mode: Mode::WeightOnly {
+            config: config.clone(),
+            samples,
+        },
         check: None,
         sensitivity: None,
         session: SessionOptions::default(),
@@ -173,77 +203,126 @@ fn first_output_sqnr(float: &ModelProto, candidate: &ModelProto, samples: &[Name
     10.0 * (signal / noise).log10()
 }
 
-/// GPTQ's SQNR gain over RTN (dB) for `name` at `block_size`; also checks GPTQ used its
-/// statistics for every weight.
-fn gain(name: &str, block_size: usize, act_order: bool, dir: &Path) -> (f64, f64) {
-    let (float, model) = load(name);
+/// The calibration and held-out folders of `name` under `dir` (written once).
+fn data(name: &str, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cal, held) = (
         dir.join(format!("{name}_cal")),
         dir.join(format!("{name}_held")),
     );
     if !cal.exists() {
+        let (_, model) = load(name);
         write_samples(name, &model, &cal, CALIBRATION, 1);
         write_samples(name, &model, &held, HELD_OUT, 2);
     }
+    (cal, held)
+}
+
+/// Held-out SQNR (dB) of `name` quantized as `config` says; also checks a calibrated method
+/// used its statistics for every weight.
+fn sqnr(name: &str, config: &BlockwiseConfig, dir: &Path) -> f64 {
+    let (float, _) = load(name);
+    let (cal, held) = data(name, dir);
     let samples = held_out(&float, &held);
-    let (rtn, _) = quantized(name, block_size, WeightMethod::Rtn, false, &cal);
-    let (gptq, report) = quantized(name, block_size, WeightMethod::Gptq, act_order, &cal);
-    let c = report
-        .calibration
-        .as_ref()
-        .expect("GPTQ reports its calibration");
-    assert_eq!(c.samples, CALIBRATION as u64, "{name}");
+    let (model, report) = quantized(name, config, &cal);
     let w = report.weight_only.as_ref().unwrap();
-    assert_eq!(w.method, "gptq");
-    assert!(
-        !report
-            .warnings
-            .iter()
-            .any(|w| w.contains("rounded to nearest")),
-        "{name}: {:?}",
-        report.warnings
-    );
-    let r = first_output_sqnr(&float, &rtn.to_proto(), &samples);
-    let g = first_output_sqnr(&float, &gptq.to_proto(), &samples);
-    println!(
-        "{name:<16} int4 block {block_size:<3}{} RTN {r:6.2} dB  GPTQ {g:6.2} dB  gain {:+.2} dB",
-        if act_order { " act-order" } else { "" },
-        g - r
-    );
-    (r, g)
+    assert_eq!(w.method, config.method.to_string());
+    if config.method != WeightMethod::Rtn {
+        let c = report
+            .calibration
+            .as_ref()
+            .expect("a calibrated method reports its calibration");
+        assert_eq!(c.samples, CALIBRATION as u64, "{name}");
+        assert!(
+            !report
+                .warnings
+                .iter()
+                .any(|w| w.contains("rounded to nearest")),
+            "{name}: {:?}",
+            report.warnings
+        );
+    }
+    first_output_sqnr(&float, &model.to_proto(), &samples)
+}
+
+/// The gains over RTN (dB) of `cases` on `name` at `block_size`, each checked against the
+/// least gain demanded; the failures.
+fn check_gains(
+    name: &str,
+    block_size: usize,
+    cases: &[(&str, BlockwiseConfig, f64)],
+    dir: &Path,
+) -> Vec<String> {
+    let r = sqnr(name, &int4(block_size, WeightMethod::Rtn), dir);
+    let mut failures = Vec::new();
+    for (label, config, least) in cases {
+        let g = sqnr(name, config, dir);
+        println!(
+            "{name:<16} int4 block {block_size:<3} RTN {r:6.2} dB  {label:<14} {g:6.2} dB  gain {:+.2} dB",
+            g - r
+        );
+        if g - r < *least {
+            failures.push(format!(
+                "{name} block {block_size}: {label} {g:.2} dB vs RTN {r:.2} dB: gain below {least} dB"
+            ));
+        }
+    }
+    failures
+}
+
+/// AWQ with its defaults (folded scales, clip search).
+fn awq_default(block_size: usize) -> BlockwiseConfig {
+    awq(block_size, AwqOptions::default())
+}
+
+/// AWQ's scales, then GPTQ (with the clip search) for the integers.
+fn awq_gptq(block_size: usize) -> BlockwiseConfig {
+    awq(
+        block_size,
+        AwqOptions {
+            gptq: Some(GptqOptions::default()),
+            ..Default::default()
+        },
+    )
 }
 
 #[test]
-fn gptq_beats_rtn_on_llama_tiny_logits() {
-    // Measured (held-out logits): block 32 RTN 18.26, GPTQ 19.39 dB (+1.12); block 128
-    // (one block per column: K is 64 or 128) RTN 17.21, GPTQ 18.67 dB (+1.46). The 3 dB of
-    // the issue are not reached on this random-weight model (see the module doc).
+fn accuracy_aware_methods_beat_rtn_on_llama_tiny_logits() {
+    // Measured (held-out logits): block 32 RTN 18.26 dB; GPTQ 19.39 (+1.13), GPTQ + clip
+    // 19.80 (+1.54), AWQ 19.15 (+0.89), AWQ + GPTQ 20.12 (+1.86). Block 128 (one block per
+    // column: K is 64 or 128) RTN 17.21; GPTQ 18.67 (+1.46), GPTQ + clip 18.94 (+1.73), AWQ
+    // 18.03 (+0.82), AWQ + GPTQ 18.68 (+1.47). The 3 dB of the issue are not reached on this
+    // random-weight model (see the module doc).
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    for (block, least) in [(32, 0.7), (128, 1.0)] {
-        let (r, g) = gain("llama_tiny", block, false, dir.path());
-        if g - r < least {
-            failures.push(format!(
-                "block {block}: GPTQ {g:.2} dB vs RTN {r:.2} dB: gain below {least} dB"
-            ));
-        }
+    for (block, least) in [(32, [0.7, 1.0, 0.6, 1.2]), (128, [1.0, 1.15, 0.55, 1.0])] {
+        let cases = [
+            ("GPTQ", gptq(block, false, false), least[0]),
+            ("GPTQ + clip", gptq(block, false, true), least[1]),
+            ("AWQ", awq_default(block), least[2]),
+            ("AWQ + GPTQ", awq_gptq(block), least[3]),
+        ];
+        failures.extend(check_gains("llama_tiny", block, &cases, dir.path()));
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[test]
-fn gptq_beats_rtn_by_3_db_on_the_encoders() {
-    // Measured (held-out last hidden state, block 32): gpt2_tiny RTN 22.64, GPTQ 25.89 dB
-    // (+3.25); bert_tiny_op17 RTN 47.39, GPTQ 53.51 dB (+6.12).
+fn accuracy_aware_methods_beat_rtn_on_the_encoders() {
+    // Measured (held-out last hidden state, block 32): gpt2_tiny RTN 22.64 dB, GPTQ 25.89
+    // (+3.25), GPTQ + clip 26.69 (+4.05), AWQ 24.37 (+1.73); bert_tiny_op17 RTN 47.39, GPTQ
+    // 53.51 (+6.12), GPTQ + clip 54.24 (+6.85), AWQ 51.77 (+4.38).
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
-    for (name, least) in [("gpt2_tiny", 2.5), ("bert_tiny_op17", 4.5)] {
-        let (r, g) = gain(name, 32, false, dir.path());
-        if g - r < least {
-            failures.push(format!(
-                "{name}: GPTQ {g:.2} dB vs RTN {r:.2} dB: gain below {least} dB"
-            ));
-        }
+    for (name, least) in [
+        ("gpt2_tiny", [2.5, 3.0, 1.2]),
+        ("bert_tiny_op17", [4.5, 4.5, 3.0]),
+    ] {
+        let cases = [
+            ("GPTQ", gptq(32, false, false), least[0]),
+            ("GPTQ + clip", gptq(32, false, true), least[1]),
+            ("AWQ", awq_default(32), least[2]),
+        ];
+        failures.extend(check_gains(name, 32, &cases, dir.path()));
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
@@ -252,20 +331,114 @@ fn gptq_beats_rtn_by_3_db_on_the_encoders() {
 fn act_order_also_beats_rtn() {
     // Measured: +0.96 dB (19.23 dB; K order gives 19.39 here).
     let dir = tempfile::tempdir().unwrap();
-    let (r, g) = gain("llama_tiny", 32, true, dir.path());
-    assert!(g - r > 0.6, "act-order GPTQ {g:.2} dB vs RTN {r:.2} dB");
+    let failures = check_gains(
+        "llama_tiny",
+        32,
+        &[("GPTQ act-order", gptq(32, true, false), 0.6)],
+        dir.path(),
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Statistics that make AWQ scale: a Hessian whose every fourth channel is 30 times louder,
+/// for each MatMul input of `model`.
+fn loud_channel_stats(model: &Model) -> BTreeMap<String, ActivationStats> {
+    let config = BlockwiseConfig::default();
+    linear_inputs(model, &config)
+        .into_iter()
+        .map(|li| {
+            let k = li.k;
+            let gain = |i: usize| if i % 4 == 1 { 30.0 } else { 1.0 };
+            let dense: Vec<f64> = (0..k * k)
+                .map(|i| {
+                    let (r, c) = (i / k, i % k);
+                    if r == c {
+                        gain(r) * gain(r)
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let stats = ActivationStats {
+                hessian: Hessian::from_dense(k, &dense, 1).unwrap(),
+                mean_abs: (0..k).map(gain).collect(),
+            };
+            (li.activation, stats)
+        })
+        .collect()
 }
 
 #[test]
-fn cli_gptq_needs_data_and_runs_with_it() {
+fn awq_scales_leave_the_float_models_outputs_unchanged() {
+    // Each model optimized as quantize does, its groups scaled (folded where a producer takes
+    // 1/s, a Mul elsewhere), and run in float: every output against the unscaled model's.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, least_folded) in [("llama_tiny", 7), ("gpt2_tiny", 4), ("bert_tiny_op17", 0)] {
+        let (_, mut model) = load(name);
+        kiln_passes::optimize::optimize(&mut model, &OptimizeOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: optimize: {e}"));
+        let float = model.to_proto();
+        let options = AwqOptions {
+            insert_mul: true,
+            clip: false,
+            ..Default::default()
+        };
+        let config = awq(32, options);
+        let stats = loud_channel_stats(&model);
+        let (groups, _) = apply_scales(&mut model, &config, &stats, &options)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        model.graph.verify().unwrap();
+        let scaled: Vec<_> = groups.iter().filter(|g| g.alpha > 0.0).collect();
+        let folded = scaled
+            .iter()
+            .filter(|g| matches!(g.scaling, Scaling::Folded { .. }))
+            .count();
+        let muls = scaled
+            .iter()
+            .filter(|g| matches!(g.scaling, Scaling::Mul { .. }))
+            .count();
+        println!(
+            "{name}: {} groups, {folded} folded, {muls} Mul",
+            groups.len()
+        );
+        assert_eq!(folded + muls, groups.len(), "{name}: {groups:#?}");
+        assert!(folded >= least_folded, "{name}: {groups:#?}");
+        let (_, held) = data(name, dir.path());
+        let samples = held_out(&float, &held);
+        let mut f = Session::from_model(&float).unwrap();
+        let mut c = Session::from_model(&model.to_proto()).unwrap();
+        let mut worst = 0f64;
+        for s in &samples {
+            let (a, b) = (f.run(s).unwrap(), c.run(s).unwrap());
+            for ((na, va), (nb, vb)) in a.into_iter().zip(b) {
+                assert_eq!(na, nb);
+                let (Value::Tensor(ta), Value::Tensor(tb)) = (va, vb) else {
+                    panic!("{name}: output {na} is not a tensor");
+                };
+                let (x, y) = (ta.to_f64_vec().unwrap(), tb.to_f64_vec().unwrap());
+                let top = x.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+                for (p, q) in x.iter().zip(&y) {
+                    worst = worst.max((p - q).abs() / top);
+                }
+            }
+        }
+        // float32 rounding of the scaled weights and constants, nothing more.
+        println!("{name}: largest change {worst:.2e} of the largest output value");
+        assert!(worst < 1e-4, "{name}: {worst}");
+    }
+}
+
+#[test]
+fn cli_gptq_and_awq_need_data_and_run_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let model = model_path("llama_tiny");
     let out = dir.path().join("q.onnx");
     let report = dir.path().join("r.json");
     let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
     let base = ["quantize", m, "-o", o, "--weight-only", "int4"];
-    let refusals: [(&[&str], &str); 3] = [
+    let refusals: [(&[&str], &str); 8] = [
         (&["--weight-method", "gptq"], "needs calibration data"),
+        (&["--weight-method", "awq"], "needs calibration data"),
         (&["--gptq-act-order"], "need --weight-method gptq"),
         (
             &[
@@ -278,6 +451,33 @@ fn cli_gptq_needs_data_and_runs_with_it() {
             ],
             "--gptq-damp 0",
         ),
+        (&["--awq-mul"], "need --weight-method awq"),
+        (
+            &["--weight-method", "awq", "--synthetic", "2", "--gptq-clip"],
+            "--gptq-clip needs --weight-method gptq",
+        ),
+        (
+            &[
+                "--weight-method",
+                "awq",
+                "--synthetic",
+                "2",
+                "--awq-gptq",
+                "--gptq-act-order",
+            ],
+            "needs K order",
+        ),
+        (
+            &[
+                "--weight-method",
+                "gptq",
+                "--synthetic",
+                "2",
+                "--gptq-clip",
+                "--gptq-act-order",
+            ],
+            "needs K order",
+        ),
     ];
     for (extra, expect) in refusals {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
@@ -289,26 +489,55 @@ fn cli_gptq_needs_data_and_runs_with_it() {
     let (_, float) = load("llama_tiny");
     let cal = dir.path().join("cal");
     write_samples("llama_tiny", &float, &cal, 4, 7);
-    let extra = [
-        "--weight-method",
-        "gptq",
-        "--calibration",
-        cal.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    let args: Vec<&str> = base.iter().chain(&extra).copied().collect();
-    let (code, stdout, stderr) = kiln(&args);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("gptq"), "{stdout}");
-    assert!(stdout.contains("calibration  4 samples"), "{stdout}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-    assert_eq!(json["weight_only"]["method"], "gptq");
-    assert_eq!(json["weight_only"]["weights"].as_array().unwrap().len(), 15);
-    // 9 distinct MatMul inputs: q/k/v and gate/up share theirs.
-    assert_eq!(json["calibration"]["tensors"], 9);
-    assert!(json["accuracy"]["sqnr_db"].as_f64().unwrap() > 15.0);
+    for method in ["gptq", "awq"] {
+        let extra = [
+            "--weight-method",
+            method,
+            "--calibration",
+            cal.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        let args: Vec<&str> = base.iter().chain(&extra).copied().collect();
+        let (code, stdout, stderr) = kiln(&args);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains(method), "{stdout}");
+        assert!(stdout.contains("calibration  4 samples"), "{stdout}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let w = &json["weight_only"];
+        assert_eq!(w["method"], method);
+        assert_eq!(w["weights"].as_array().unwrap().len(), 15);
+        // 9 distinct MatMul inputs: q/k/v and gate/up share theirs.
+        assert_eq!(json["calibration"]["tensors"], 9);
+        assert!(json["accuracy"]["sqnr_db"].as_f64().unwrap() > 15.0);
+        if method == "gptq" {
+            assert!(w["awq"].is_null());
+            continue;
+        }
+        // AWQ: nine groups; the o_proj inputs (behind the heads' Reshape) are never folded.
+        let groups = w["awq"]["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 9, "{groups:#?}");
+        for g in groups {
+            let act = g["activation"].as_str().unwrap();
+            let scaled = g["scaled"].as_str().unwrap();
+            if act.contains("self_attn/Reshape") {
+                assert_eq!(scaled, "none", "{g}");
+            }
+            if g["alpha"].as_f64().unwrap() > 0.0 && !act.contains("self_attn") {
+                assert_eq!(scaled, "folded", "{g}");
+            }
+            assert!(g["error_ratio"].as_f64().unwrap() <= 1.0, "{g}");
+        }
+        let weights = w["awq"]["weights"].as_array().unwrap();
+        assert_eq!(weights.len(), 15);
+        for x in weights {
+            assert_eq!(x["integers"], "clip", "{x}");
+            assert!(x["error_ratio"].as_f64().unwrap() <= 1.0, "{x}");
+        }
+        assert!(stdout.contains("awq          "), "{stdout}");
+        assert!(stdout.contains("blocks shrunk in 15 weights"), "{stdout}");
+    }
 }
 
 /// Output SQNR (dB) that `kiln quantize` reports for `model` with `extra` flags, held out on

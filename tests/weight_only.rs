@@ -390,7 +390,7 @@ fn cli_refuses_what_it_cannot_do() {
     let cases: [(&[&str], &str); 4] = [
         (&["--block-size", "48"], "block size 48"),
         (&["--weight-method", "gptq"], "needs calibration data"),
-        (&["--weight-method", "awq"], "not implemented yet"),
+        (&["--weight-method", "awq"], "needs calibration data"),
         (&["--dynamic"], "cannot be used with"),
     ];
     for (extra, expect) in cases {

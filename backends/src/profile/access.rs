@@ -152,11 +152,13 @@ impl Profile {
             },
             method: match w.method {
                 WeightMethod::Rtn => blockwise::WeightMethod::Rtn,
+                WeightMethod::Awq => blockwise::WeightMethod::Awq,
             },
             exclude_nodes: Default::default(),
             lm_head: w.lm_head,
             embeddings: w.embeddings,
             gptq: Default::default(),
+            awq: Default::default(),
         })
     }
 
@@ -318,6 +320,11 @@ mod tests {
             (Bits::Four, 32, true, Form::MatMulNBits, Method::Rtn)
         );
         assert!(c.lm_head && !c.embeddings && c.exclude_nodes.is_empty());
+        let mut awq = n.clone();
+        awq.quantization.weights.method = WeightMethod::Awq;
+        let c = awq.blockwise_config().unwrap();
+        assert_eq!(c.method, Method::Awq);
+        assert_eq!(c.awq, Default::default());
         assert_eq!(
             n.quant_config().pin_ops,
             builtin("neon").quant_config().pin_ops

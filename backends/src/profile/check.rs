@@ -929,6 +929,7 @@ mod tests {
         for text in [
             "extends: neon-int4\nquantization: {weights: {dtype: uint4, symmetric: false, block_size: 128}}\n",
             "extends: neon-int4\nquantization: {weights: {dtype: int8, format: qdq, lm_head: false, embeddings: true}}\n",
+            "extends: ane-int4\nquantization: {weights: {method: awq, block_size: 128}}\n",
             "extends: ane-int4\nquantization: {weights: {dtype: uint8, symmetric: false, block_size: 64}}\n",
             // weight_only keeps the inherited uint8 activation settings out of play.
             "extends: neon\nquantization: {weight_only: true, weights: {dtype: int4, granularity: per-block}, bias: {dtype: float32}}\n",

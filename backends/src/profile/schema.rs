@@ -204,6 +204,9 @@ pub enum WeightMethod {
     /// Round to nearest, block by block (no data needed).
     #[default]
     Rtn,
+    /// AWQ: activation-aware per-channel scales folded into the model, then a clip search of
+    /// each block's range, from the compile's calibration data.
+    Awq,
 }
 
 /// How calibration turns observed values into a range.

@@ -1,12 +1,13 @@
-//! GPTQ's statistics: the float model runs over the calibration samples in ONNX Runtime with
-//! the input of every selected MatMul/Gemm exposed, and each run's values are folded into
-//! the `XᵀX` of that activation (f64, `K × K`) and dropped, so memory is one matrix per
-//! distinct activation (q/k/v projections share one) per worker, whatever the number of
-//! samples. Workers' matrices add up exactly.
+//! GPTQ's and AWQ's statistics: the float model runs over the calibration samples in ONNX
+//! Runtime with the input of every selected MatMul/Gemm exposed, and each run's values are
+//! folded into the `XᵀX` of that activation (f64, `K × K`) and, for AWQ, its per-channel
+//! `Σ|x|`, and dropped, so memory is one matrix per distinct activation (q/k/v projections
+//! share one) per worker, whatever the number of samples. Workers' sums add up exactly.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kiln_passes::quant::blockwise::awq::{ActivationStats, MeanAbs};
 use kiln_passes::quant::blockwise::{Gptq, GptqOptions, Hessian, LinearInput};
 use kiln_proto::onnx::ModelProto;
 
@@ -14,14 +15,19 @@ use super::error::QuantizeError;
 use crate::calibrate::run::{fold_runs, Accumulate};
 use crate::calibrate::{CalibrationError, CalibrationOptions, Progress, Samples};
 
-/// The Hessians of a set of activations, by name.
+/// The Hessians (and, when asked, mean magnitudes) of a set of activations, by name.
 struct Hessians {
     by_activation: BTreeMap<String, Hessian>,
+    magnitudes: BTreeMap<String, MeanAbs>,
     samples: u64,
 }
 
 impl Accumulate for Hessians {
     fn fold(&mut self, name: &str, values: &[f32]) -> Result<(), CalibrationError> {
+        if let Some(m) = self.magnitudes.get_mut(name) {
+            m.add_rows(values)
+                .map_err(|e| CalibrationError::layout(name, e))?;
+        }
         match self.by_activation.get_mut(name) {
             Some(h) => h
                 .add_rows(values)
@@ -39,15 +45,32 @@ impl Accumulate for Hessians {
 pub(super) struct Collected {
     /// `XᵀX` of each activation.
     pub hessians: BTreeMap<String, Hessian>,
+    /// `Σ|x_i|` of each activation (when asked).
+    pub magnitudes: BTreeMap<String, MeanAbs>,
     /// Samples run.
     pub samples: u64,
 }
 
+impl Collected {
+    /// AWQ's statistics: each activation's Hessian with its mean magnitudes.
+    pub fn activation_stats(self) -> BTreeMap<String, ActivationStats> {
+        let mut magnitudes = self.magnitudes;
+        self.hessians
+            .into_iter()
+            .filter_map(|(name, hessian)| {
+                let mean_abs = magnitudes.remove(&name)?.mean();
+                Some((name, ActivationStats { hessian, mean_abs }))
+            })
+            .collect()
+    }
+}
+
 /// Runs `model` (the float model) over `samples` and accumulates the Hessian of every
-/// activation `inputs` name.
+/// activation `inputs` name, and its mean magnitudes when `magnitudes` is set.
 pub(super) fn collect(
     model: &ModelProto,
     inputs: &[LinearInput],
+    magnitudes: bool,
     samples: Samples,
     options: &CalibrationOptions,
     progress: &mut dyn FnMut(Progress),
@@ -69,6 +92,11 @@ pub(super) fn collect(
                 .iter()
                 .map(|(name, &k)| (name.to_string(), Hessian::new(k)))
                 .collect(),
+            magnitudes: ks
+                .iter()
+                .filter(|_| magnitudes)
+                .map(|(name, &k)| (name.to_string(), MeanAbs::new(k)))
+                .collect(),
             samples: 0,
         })
     };
@@ -84,10 +112,16 @@ pub(super) fn collect(
                 mine.merge(&h).map_err(CalibrationError::Merge)?;
             }
         }
+        for (name, m) in part.magnitudes {
+            if let Some(mine) = all.magnitudes.get_mut(&name) {
+                mine.merge(&m).map_err(CalibrationError::Merge)?;
+            }
+        }
         all.samples += part.samples;
     }
     Ok(Collected {
         hessians: all.by_activation,
+        magnitudes: all.magnitudes,
         samples: all.samples,
     })
 }
@@ -143,6 +177,7 @@ mod tests {
             weight: weight.into(),
             activation: activation.into(),
             k,
+            k_axis: 0,
         }
     }
 
@@ -150,6 +185,25 @@ mod tests {
         let mut h = Hessian::new(k);
         h.add_rows(x).unwrap();
         h
+    }
+
+    #[test]
+    fn awq_statistics_pair_each_hessian_with_its_magnitudes() {
+        let mut m = MeanAbs::new(2);
+        m.add_rows(&[1.0, -4.0, 3.0, 0.0]).unwrap();
+        let c = Collected {
+            hessians: BTreeMap::from([
+                ("x".to_string(), hessian(2, &[1.0, -4.0, 3.0, 0.0])),
+                ("y".to_string(), hessian(2, &[1.0, 1.0])),
+            ]),
+            magnitudes: BTreeMap::from([("x".to_string(), m)]),
+            samples: 1,
+        };
+        let s = c.activation_stats();
+        // Without magnitudes (not asked for) an activation has no AWQ statistics.
+        assert_eq!(s.keys().collect::<Vec<_>>(), ["x"]);
+        assert_eq!(s["x"].mean_abs, vec![2.0, 2.0]);
+        assert_eq!(s["x"].hessian.dense(), [10.0, -4.0, -4.0, 16.0]);
     }
 
     #[test]

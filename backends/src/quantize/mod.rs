@@ -24,7 +24,7 @@ use kiln_passes::optimize::{optimize, OptimizeOptions};
 use kiln_passes::pipeline::{Changes, Pass};
 use kiln_passes::precision::{CancelCasts, PinPrecision};
 use kiln_passes::quant::blockwise::{
-    linear_inputs, BlockQuantizer, BlockwiseConfig, Rtn, WeightMethod,
+    awq, linear_inputs, BlockQuantizer, BlockwiseConfig, Gptq, Rtn, WeightMethod,
 };
 use kiln_passes::quant::{dynamic, qdq, PinFloat, QuantConfig, QuantType};
 
@@ -41,8 +41,9 @@ pub use error::QuantizeError;
 pub use index_bounds::index_bounds;
 pub use overrides::{parse_overrides, read_overrides};
 pub use report::{
-    Accuracy, Before, BlockWeightReport, CalibrationSummary, PassSummary, QuantizeReport,
-    SaturationReport, Settings, SkippedNode, TensorReport, WeightOnlyReport,
+    Accuracy, AwqGroupReport, AwqReport, AwqWeightReport, Before, BlockWeightReport,
+    CalibrationSummary, PassSummary, QuantizeReport, SaturationReport, Settings, SkippedNode,
+    TensorReport, WeightOnlyReport,
 };
 pub use sensitivity::{sensitivity, LayerSensitivity};
 
@@ -70,6 +71,23 @@ const QUANTIZED_OPS: &[&str] = &[
     "ConvInteger",
     "MatMulNBits",
 ];
+
+/// The weight-only stage's quantizer, with what it needs to report.
+enum Quantizer {
+    Rtn(Rtn),
+    Gptq(Gptq),
+    Awq(Vec<awq::AwqGroup>, awq::Awq),
+}
+
+impl Quantizer {
+    fn as_dyn(&self) -> &(dyn BlockQuantizer + Sync) {
+        match self {
+            Quantizer::Rtn(r) => r,
+            Quantizer::Gptq(g) => g,
+            Quantizer::Awq(_, a) => a,
+        }
+    }
+}
 
 /// Samples used to measure accuracy when no held-out inputs are given.
 const IN_SAMPLE_ACCURACY: usize = 8;
@@ -374,19 +392,19 @@ pub fn quantize(
             samples,
         } => {
             report.mode = "weight-only";
-            let gptq = match blockwise.method {
-                WeightMethod::Rtn => None,
-                WeightMethod::Gptq => {
+            let quantizer = match blockwise.method {
+                WeightMethod::Rtn => Quantizer::Rtn(Rtn),
+                method => {
+                    let name = method.to_string().to_uppercase();
                     let data = samples.as_ref().ok_or_else(|| {
-                        QuantizeError::Options(
-                            "GPTQ needs calibration data: give --calibration DATA or --synthetic N"
-                                .into(),
-                        )
+                        QuantizeError::Options(format!(
+                            "{name} needs calibration data: give --calibration DATA or --synthetic N"
+                        ))
                     })?;
                     if let CalibrationData::Synthetic { .. } = data {
-                        warnings.push(
-                            "GPTQ's statistics come from random inputs (--synthetic): calibrate on real data before shipping".to_string(),
-                        );
+                        warnings.push(format!(
+                            "{name}'s statistics come from random inputs (--synthetic): calibrate on real data before shipping"
+                        ));
                     }
                     let inputs = linear_inputs(model, blockwise);
                     // One worker (ORT's own threads use the cores): every worker holds a
@@ -400,6 +418,7 @@ pub fn quantize(
                     let collected = hessian::collect(
                         &float_proto,
                         &inputs,
+                        method == WeightMethod::Awq,
                         open_samples_with(data, &float_inputs, &spec)?,
                         &calibration,
                         &mut |p| progress(Stage::Calibrating, p),
@@ -409,25 +428,35 @@ pub fn quantize(
                         collected.samples,
                         collected.hessians.len(),
                     ));
-                    Some(hessian::quantizer(
-                        &inputs,
-                        collected.hessians,
-                        blockwise.gptq,
-                    ))
+                    if method == WeightMethod::Gptq {
+                        Quantizer::Gptq(hessian::quantizer(
+                            &inputs,
+                            collected.hessians,
+                            blockwise.gptq,
+                        ))
+                    } else {
+                        let stats = collected.activation_stats();
+                        let (groups, awq) =
+                            awq::apply_scales(model, blockwise, &stats, &blockwise.awq)?;
+                        Quantizer::Awq(groups, awq)
+                    }
                 }
             };
-            let quantizer: &(dyn BlockQuantizer + Sync) = match &gptq {
-                Some(g) => g,
-                None => &Rtn,
-            };
-            let (done, nodes, skipped) = weight_only::run(model, blockwise, quantizer)?;
-            if let Some(g) = &gptq {
-                for f in g.fallbacks() {
-                    warnings.push(format!(
-                        "GPTQ: weight '{}' rounded to nearest instead: {}",
-                        f.weight, f.reason
-                    ));
+            let (mut done, nodes, skipped) =
+                weight_only::run(model, blockwise, quantizer.as_dyn())?;
+            let (label, fallbacks) = match &quantizer {
+                Quantizer::Rtn(_) => ("", Vec::new()),
+                Quantizer::Gptq(g) => ("GPTQ", g.fallbacks()),
+                Quantizer::Awq(groups, a) => {
+                    done.awq = Some(weight_only::awq_report(groups, a));
+                    ("AWQ", a.fallbacks())
                 }
+            };
+            for f in fallbacks {
+                warnings.push(format!(
+                    "{label}: weight '{}' rounded to nearest instead: {}",
+                    f.weight, f.reason
+                ));
             }
             report.weight_only = Some(done);
             report.quantized_nodes = nodes;

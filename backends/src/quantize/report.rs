@@ -209,6 +209,58 @@ pub struct WeightOnlyReport {
     pub quantized_bytes: u64,
     /// Bytes of every constant of the model, before and after.
     pub constant_bytes: Before,
+    /// AWQ (method `awq`): what each group's scale did and how each weight's integers were
+    /// chosen.
+    pub awq: Option<AwqReport>,
+}
+
+/// What AWQ did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwqReport {
+    /// Groups of weights reading one activation, in graph order.
+    pub groups: Vec<AwqGroupReport>,
+    /// Every weight AWQ's quantizer chose integers for, by name.
+    pub weights: Vec<AwqWeightReport>,
+}
+
+/// One group of weights that read the same activation and share its scale.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwqGroupReport {
+    /// The activation.
+    pub activation: String,
+    /// The nodes reading it.
+    pub nodes: Vec<String>,
+    /// Their weights.
+    pub weights: Vec<String>,
+    /// The exponent of `s = mean|x|^α` chosen (0: not scaled).
+    pub alpha: f64,
+    /// `folded` (into a constant of the producer), `mul` (a Mul inserted) or `none`.
+    pub scaled: String,
+    /// What `1/s` was folded into, or the Mul node inserted.
+    pub into: Option<String>,
+    /// Why the group was not scaled.
+    pub reason: Option<String>,
+    /// The group's output error on the calibration data with the scale, over RTN's (both
+    /// rounded to nearest, before any clipping); none without statistics.
+    pub error_ratio: Option<f64>,
+}
+
+/// How one weight's integers were chosen.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwqWeightReport {
+    /// The weight.
+    pub name: String,
+    /// `clip` (the clip search), `gptq` or `rtn`.
+    pub integers: String,
+    /// Blocks (× columns) whose range was shrunk.
+    pub clipped_blocks: Option<usize>,
+    /// Blocks (× columns).
+    pub blocks: usize,
+    /// The mean ratio kept by the clip search.
+    pub mean_clip_ratio: Option<f64>,
+    /// The output error of its integers on the calibration data over RTN's on the same
+    /// (scaled) weight.
+    pub error_ratio: f64,
 }
 
 /// One weight stored block-wise.

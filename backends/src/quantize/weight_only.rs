@@ -1,14 +1,18 @@
 //! The weight-only stage of `quantize`: block-wise int4/int8 weights, the integers chosen by
-//! RTN (no data) or GPTQ (with the Hessians [`hessian`](super::hessian) collected), with what
-//! each weight cost before and after.
+//! RTN (no data), GPTQ or AWQ (with the statistics [`hessian`](super::hessian) collected), with
+//! what each weight cost before and after.
 
 use kiln_passes::ir::{Graph, Model, NodeKind};
+use kiln_passes::quant::blockwise::awq::{Awq, AwqGroup, Scaling};
 use kiln_passes::quant::blockwise::{
     quantize_blockwise_with, BlockQuantizer, BlockwiseConfig, WeightRole,
 };
 
 use super::error::QuantizeError;
-use super::report::{Before, BlockWeightReport, SkippedNode, WeightOnlyReport};
+use super::report::{
+    AwqGroupReport, AwqReport, AwqWeightReport, Before, BlockWeightReport, SkippedNode,
+    WeightOnlyReport,
+};
 
 /// Quantizes the weights of `model` as `config` says, the integers chosen by `quantizer`,
 /// and reports them; also returns the nodes rewritten and those left in float.
@@ -51,6 +55,7 @@ pub(super) fn run(
                 quantized_bytes: w.quantized_bytes as u64,
             })
             .collect(),
+        awq: None,
     };
     let skipped = done
         .skipped
@@ -58,6 +63,45 @@ pub(super) fn run(
         .map(|s| SkippedNode::new(&s.node, &s.op_type, &s.reason))
         .collect();
     Ok((report, done.nodes, skipped))
+}
+
+/// AWQ's part of the report: its groups, and the integers its quantizer chose.
+pub(super) fn awq_report(groups: &[AwqGroup], awq: &Awq) -> AwqReport {
+    AwqReport {
+        groups: groups
+            .iter()
+            .map(|g| {
+                let (scaled, into, reason) = match &g.scaling {
+                    Scaling::Folded { into } => ("folded", Some(into.clone()), None),
+                    Scaling::Mul { node } => ("mul", Some(node.clone()), None),
+                    Scaling::Unscaled { reason } => ("none", None, Some(reason.clone())),
+                };
+                AwqGroupReport {
+                    activation: g.activation.clone(),
+                    nodes: g.nodes.clone(),
+                    weights: g.weights.clone(),
+                    alpha: g.alpha,
+                    scaled: scaled.to_string(),
+                    into,
+                    reason,
+                    error_ratio: (g.rtn_error > 0.0 && g.error.is_finite())
+                        .then(|| g.error / g.rtn_error),
+                }
+            })
+            .collect(),
+        weights: awq
+            .chosen()
+            .into_iter()
+            .map(|w| AwqWeightReport {
+                name: w.weight,
+                integers: w.integers.to_string(),
+                clipped_blocks: w.clipped,
+                blocks: w.blocks,
+                mean_clip_ratio: w.mean_ratio,
+                error_ratio: w.error_ratio,
+            })
+            .collect(),
+    }
 }
 
 /// Bytes of every constant in `graph` and its bodies.

@@ -1,6 +1,6 @@
 //! `kiln quantize MODEL -o OUT --calibration DATA [options]`: static QDQ quantization with
 //! calibrated ranges (or `--dynamic`), sensitive ops pinned to a 16-bit float; or
-//! `--weight-only int4|int8`: block-wise weights, float activations (RTN, or GPTQ with
+//! `--weight-only int4|int8`: block-wise weights, float activations (RTN, or GPTQ or AWQ with
 //! calibration data).
 
 use std::collections::BTreeSet;
@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use kiln_backends::calibrate::{CalibrationData, CalibrationOptions, Method};
 use kiln_backends::quantize::{
-    quantize, read_overrides, Mode, QuantizeError, QuantizeOptions, QuantizeReport, RangeSource,
-    Stage, WeightOnlyReport,
+    quantize, read_overrides, AwqReport, AwqWeightReport, Mode, QuantizeError, QuantizeOptions,
+    QuantizeReport, RangeSource, Stage, WeightOnlyReport,
 };
 use kiln_backends::runtime::SessionOptions;
 use kiln_passes::optimize::OptimizeOptions;
+use kiln_passes::quant::blockwise::awq::AwqOptions;
 use kiln_passes::quant::blockwise::{
-    Bits, BlockwiseConfig, GptqOptions, WeightFormat, WeightMethod,
+    Bits, BlockwiseConfig, ConfigError, GptqOptions, WeightFormat, WeightMethod,
 };
 use kiln_passes::quant::{PinFloat, QuantConfig, QuantScheme, QuantType, WeightConfig};
 
@@ -144,9 +145,10 @@ pub struct Args {
     /// or `matmulnbits` (ONNX Runtime's com.microsoft.MatMulNBits).
     #[arg(long, value_enum, default_value_t = WeightFormatArg::Qdq, requires = "weight_only")]
     weight_format: WeightFormatArg,
-    /// How block-wise integers are chosen: rtn (round to nearest, no data) or gptq (error
-    /// compensation with the Hessians of calibration inputs: needs --calibration or
-    /// --synthetic).
+    /// How block-wise integers are chosen: rtn (round to nearest, no data), gptq (error
+    /// compensation with the Hessians of calibration inputs) or awq (activation-aware scales
+    /// folded into the model, then a clip search of each block's range); gptq and awq need
+    /// --calibration or --synthetic.
     #[arg(long, value_enum, default_value_t = WeightMethodArg::Rtn, requires = "weight_only")]
     weight_method: WeightMethodArg,
     /// GPTQ: quantize the inputs with the largest Hessian diagonal first (act-order), each
@@ -161,6 +163,22 @@ pub struct Args {
         requires = "weight_only"
     )]
     gptq_damp: f64,
+    /// GPTQ: shrink each block's range by the ratio (1.0 down to 0.5) of least output error on
+    /// the calibration data (not with --gptq-act-order).
+    #[arg(long, requires = "weight_only")]
+    gptq_clip: bool,
+    /// AWQ: keep each block's full range (no clip search; scales only).
+    #[arg(long, requires = "weight_only")]
+    awq_no_clip: bool,
+    /// AWQ: where no producer can take 1/s (an attention output projection, an activation read
+    /// elsewhere too), insert a Mul by it in front of the group instead of leaving it unscaled.
+    #[arg(long, requires = "weight_only")]
+    awq_mul: bool,
+    /// AWQ: choose the scaled weights' integers with GPTQ instead of rounding (the clip search
+    /// then runs inside GPTQ; --gptq-act-order, which needs --awq-no-clip, and --gptq-damp
+    /// apply).
+    #[arg(long, requires = "weight_only")]
+    awq_gptq: bool,
     /// Block-wise weights unsigned with a zero point per block (default: signed, symmetric).
     #[arg(long, requires = "weight_only")]
     asymmetric_weights: bool,
@@ -212,7 +230,7 @@ enum WeightFormatArg {
     Matmulnbits,
 }
 
-/// Methods on the command line; AWQ is not built yet.
+/// Methods on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum WeightMethodArg {
     Rtn,
@@ -411,21 +429,36 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
     let method = match args.weight_method {
         WeightMethodArg::Rtn => WeightMethod::Rtn,
         WeightMethodArg::Gptq => WeightMethod::Gptq,
-        WeightMethodArg::Awq => {
-            return Err(CliError::Usage(
-                "--weight-method awq: not implemented yet (use rtn or gptq)".into(),
-            ))
-        }
+        WeightMethodArg::Awq => WeightMethod::Awq,
     };
-    let gptq_flags = args.gptq_act_order || args.gptq_damp != GptqOptions::default().damp;
-    if method != WeightMethod::Gptq && gptq_flags {
+    let awq_flags = args.awq_no_clip || args.awq_mul || args.awq_gptq;
+    if method != WeightMethod::Awq && awq_flags {
         return Err(CliError::Usage(
-            "--gptq-act-order and --gptq-damp need --weight-method gptq".into(),
+            "--awq-no-clip, --awq-mul and --awq-gptq need --weight-method awq".into(),
         ));
     }
-    if method == WeightMethod::Gptq && args.calibration.is_none() && args.synthetic.is_none() {
+    let gptq_runs = method == WeightMethod::Gptq || args.awq_gptq;
+    let gptq_flags = args.gptq_act_order || args.gptq_damp != GptqOptions::default().damp;
+    if !gptq_runs && gptq_flags {
         return Err(CliError::Usage(
-            "--weight-method gptq needs calibration data: give --calibration DATA (or --synthetic N for a placeholder)".into(),
+            "--gptq-act-order and --gptq-damp need --weight-method gptq (or awq with --awq-gptq)"
+                .into(),
+        ));
+    }
+    if args.gptq_clip && method != WeightMethod::Gptq {
+        return Err(CliError::Usage(
+            "--gptq-clip needs --weight-method gptq (AWQ clips unless --awq-no-clip)".into(),
+        ));
+    }
+    if method != WeightMethod::Rtn && args.calibration.is_none() && args.synthetic.is_none() {
+        return Err(CliError::Usage(format!(
+            "--weight-method {method} needs calibration data: give --calibration DATA (or --synthetic N for a placeholder)"
+        )));
+    }
+    let clips = args.gptq_clip || (args.awq_gptq && !args.awq_no_clip);
+    if clips && args.gptq_act_order {
+        return Err(CliError::Usage(
+            "--gptq-act-order cannot be combined with the clip search, which needs K order (--gptq-clip, or --awq-gptq without --awq-no-clip)".into(),
         ));
     }
     if !(args.gptq_damp > 0.0 && args.gptq_damp.is_finite()) {
@@ -434,6 +467,11 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
             args.gptq_damp
         )));
     }
+    let gptq = GptqOptions {
+        damp: args.gptq_damp,
+        act_order: args.gptq_act_order,
+        clip: args.gptq_clip,
+    };
     let config = BlockwiseConfig {
         bits: match bits {
             WeightBitsArg::Int4 => Bits::Four,
@@ -449,14 +487,18 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
         exclude_nodes: args.exclude_nodes.iter().cloned().collect(),
         lm_head: !args.exclude_lm_head,
         embeddings: args.quantize_embeddings,
-        gptq: GptqOptions {
-            damp: args.gptq_damp,
-            act_order: args.gptq_act_order,
+        gptq,
+        awq: AwqOptions {
+            clip: !args.awq_no_clip,
+            insert_mul: args.awq_mul,
+            gptq: args.awq_gptq.then_some(gptq),
+            ..AwqOptions::default()
         },
     };
-    config
-        .validate()
-        .map_err(|e| CliError::Usage(format!("--block-size: {e}")))?;
+    config.validate().map_err(|e| match e {
+        ConfigError::BlockSize(_) => CliError::Usage(format!("--block-size: {e}")),
+        e => CliError::Usage(e.to_string()),
+    })?;
     Ok(config)
 }
 
@@ -598,6 +640,41 @@ fn text(r: &QuantizeReport, seconds: f64) -> String {
 }
 
 /// The terminal summary of `--weight-only`.
+/// AWQ's lines: groups scaled and how, and what the clip search did.
+fn awq_text(a: &AwqReport) -> String {
+    let count = |how: &str| a.groups.iter().filter(|g| g.scaled == how).count();
+    let (folded, mul) = (count("folded"), count("mul"));
+    let alphas: Vec<String> = a
+        .groups
+        .iter()
+        .filter(|g| g.scaled != "none")
+        .map(|g| format!("{:.2}", g.alpha))
+        .collect();
+    let mut out = format!(
+        "awq          {} of {} groups scaled ({folded} folded, {mul} Mul){}\n",
+        folded + mul,
+        a.groups.len(),
+        if alphas.is_empty() {
+            String::new()
+        } else {
+            format!(", α {}", alphas.join(" "))
+        }
+    );
+    let clipped: Vec<&AwqWeightReport> =
+        a.weights.iter().filter(|w| w.integers == "clip").collect();
+    if !clipped.is_empty() {
+        let blocks: usize = clipped.iter().map(|w| w.blocks).sum();
+        let shrunk: usize = clipped.iter().filter_map(|w| w.clipped_blocks).sum();
+        let mean = clipped.iter().map(|w| w.error_ratio).sum::<f64>() / clipped.len() as f64;
+        out.push_str(&format!(
+            "clip         {shrunk} of {blocks} blocks shrunk in {} weights; output error {:.2} of RTN's (mean over weights)\n",
+            clipped.len(),
+            mean
+        ));
+    }
+    out
+}
+
 fn weight_only_text(r: &QuantizeReport, w: &WeightOnlyReport, seconds: f64) -> String {
     let mut out = format!(
         "weight-only quantization: {} {}, block {}, {} form, {}\n",
@@ -632,6 +709,9 @@ fn weight_only_text(r: &QuantizeReport, w: &WeightOnlyReport, seconds: f64) -> S
         r.quantized_nodes.len(),
         r.skipped.len()
     ));
+    if let Some(a) = &w.awq {
+        out.push_str(&awq_text(a));
+    }
     out.push_str(&format!(
         "weights      {} quantized: {} → {}; all constants {} → {}\n",
         w.weights.len(),

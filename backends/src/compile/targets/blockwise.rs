@@ -1,11 +1,12 @@
 //! The weight-only targets' shared step: block-wise int4/int8 weights as the profile says
 //! (`quantization.weights.granularity: per-block`), through `quantize`'s weight-only mode, with
-//! weights below `min_elements` left in float.
+//! weights below `min_elements` left in float; a calibrated method (`method: awq`) gets the
+//! compile's calibration data.
 
 use std::collections::BTreeSet;
 
 use kiln_passes::ir::{Graph, NodeKind};
-use kiln_passes::quant::blockwise::BlockwiseConfig;
+use kiln_passes::quant::blockwise::{BlockwiseConfig, WeightMethod};
 
 use super::super::error::CompileError;
 use super::super::Context;
@@ -25,7 +26,7 @@ pub fn run(
         optimize: None,
         mode: Mode::WeightOnly {
             config: config.clone(),
-            samples: None,
+            samples: (config.method != WeightMethod::Rtn).then(|| cx.calibration.clone()),
         },
         check: None,
         sensitivity: None,
@@ -37,10 +38,15 @@ pub fn run(
     let quantized = report.weight_only.as_ref().map_or(0, |w| w.weights.len());
     let sign = if config.symmetric { "int" } else { "uint" };
     let mut line = format!(
-        "{quantized} weight(s) to {sign}{} per block of {} ({} form)",
+        "{quantized} weight(s) to {sign}{} per block of {} ({} form{})",
         config.bits.count(),
         config.block_size,
-        config.format
+        config.format,
+        if config.method == WeightMethod::Rtn {
+            String::new()
+        } else {
+            format!(", {}", config.method)
+        }
     );
     if !config.exclude_nodes.is_empty() {
         line.push_str(&format!(

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use super::awq::AwqOptions;
 use super::gptq::GptqOptions;
 use super::rtn::{Bits, BlockParams};
 
@@ -38,6 +39,10 @@ pub enum WeightMethod {
     /// GPTQ with the Hessians of calibration inputs ([`Gptq`](super::Gptq)); settings in
     /// [`BlockwiseConfig::gptq`].
     Gptq,
+    /// AWQ: per-input-channel scales from the calibration inputs folded into the model, then
+    /// a clip search of each block's range ([`awq`](super::awq)); settings in
+    /// [`BlockwiseConfig::awq`].
+    Awq,
 }
 
 impl fmt::Display for WeightMethod {
@@ -45,6 +50,7 @@ impl fmt::Display for WeightMethod {
         f.write_str(match self {
             WeightMethod::Rtn => "rtn",
             WeightMethod::Gptq => "gptq",
+            WeightMethod::Awq => "awq",
         })
     }
 }
@@ -72,6 +78,8 @@ pub struct BlockwiseConfig {
     pub embeddings: bool,
     /// GPTQ's settings (read when `method` is [`WeightMethod::Gptq`]).
     pub gptq: GptqOptions,
+    /// AWQ's settings (read when `method` is [`WeightMethod::Awq`]).
+    pub awq: AwqOptions,
 }
 
 impl Default for BlockwiseConfig {
@@ -86,6 +94,7 @@ impl Default for BlockwiseConfig {
             lm_head: true,
             embeddings: false,
             gptq: GptqOptions::default(),
+            awq: AwqOptions::default(),
         }
     }
 }
@@ -96,6 +105,9 @@ pub enum ConfigError {
     /// The block size is not one of [`BLOCK_SIZES`].
     #[error("block size {0} is not supported (expected 32, 64 or 128)")]
     BlockSize(usize),
+    /// GPTQ's clip search with act-order (its grids are fixed before any update).
+    #[error("the clip search in GPTQ needs K order: it cannot be combined with act-order")]
+    ClipWithActOrder,
 }
 
 impl BlockwiseConfig {
@@ -103,6 +115,17 @@ impl BlockwiseConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !BLOCK_SIZES.contains(&self.block_size) {
             return Err(ConfigError::BlockSize(self.block_size));
+        }
+        let gptq = match self.method {
+            WeightMethod::Gptq => Some(self.gptq),
+            WeightMethod::Awq => self.awq.gptq.map(|g| GptqOptions {
+                clip: self.awq.clip,
+                ..g
+            }),
+            WeightMethod::Rtn => None,
+        };
+        if gptq.is_some_and(|g| g.clip && g.act_order) {
+            return Err(ConfigError::ClipWithActOrder);
         }
         Ok(())
     }
@@ -143,6 +166,27 @@ mod tests {
             };
             assert_eq!(c.validate(), Err(ConfigError::BlockSize(bs)));
         }
+    }
+
+    #[test]
+    fn gptq_clipping_needs_k_order() {
+        let mut c = BlockwiseConfig {
+            method: WeightMethod::Gptq,
+            ..Default::default()
+        };
+        c.gptq.clip = true;
+        assert_eq!(c.validate(), Ok(()));
+        c.gptq.act_order = true;
+        assert_eq!(c.validate(), Err(ConfigError::ClipWithActOrder));
+        c.method = WeightMethod::Rtn;
+        assert_eq!(c.validate(), Ok(()));
+        // AWQ's own clip flag is GPTQ's there.
+        c.method = WeightMethod::Awq;
+        c.gptq.clip = false;
+        c.awq.gptq = Some(c.gptq);
+        assert_eq!(c.validate(), Err(ConfigError::ClipWithActOrder));
+        c.awq.clip = false;
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The dense linear algebra GPTQ needs, in f64 on row-major `n × n` matrices: Cholesky
-//! factorization, the inverse of a triangular factor, and from them the upper Cholesky factor
-//! of a matrix's inverse; loops read rows contiguously and dot products keep four partial
-//! sums, so they vectorize.
+//! The dense linear algebra GPTQ and AWQ need, in f64 on row-major `n × n` matrices: Cholesky
+//! factorization, the inverse of a triangular factor, from them the upper Cholesky factor of a
+//! matrix's inverse, and the quadratic form `dᵀ H d` of many columns at once; loops read rows
+//! contiguously and dot products keep four partial sums, so they vectorize.
 
 /// `Σ a_i b_i` over the shorter of the two, with four partial sums.
 pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -21,6 +21,29 @@ pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
         }
     }
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `d_cᵀ H d_c` of every column `c` of the row-major `[k, nc]` matrix `d`, `hd` the dense
+/// symmetric `k × k` H (the diagonal once, each pair above it twice: `k² nc / 2` multiply-adds).
+pub(super) fn column_forms(hd: &[f64], d: &[f64], k: usize, nc: usize) -> Vec<f64> {
+    let mut out = vec![0f64; nc];
+    let mut acc = vec![0f64; nc];
+    for i in 0..k {
+        acc.fill(0.0);
+        for j in i + 1..k {
+            let hij = hd[i * k + j];
+            if hij != 0.0 {
+                for (a, &x) in acc.iter_mut().zip(&d[j * nc..(j + 1) * nc]) {
+                    *a += hij * x;
+                }
+            }
+        }
+        let hii = hd[i * k + i];
+        for ((o, &di), &a) in out.iter_mut().zip(&d[i * nc..(i + 1) * nc]).zip(&acc) {
+            *o += di * (hii * di + 2.0 * a);
+        }
+    }
+    out
 }
 
 /// Why a factorization failed.
@@ -185,6 +208,26 @@ mod tests {
             .collect();
         assert!(close(&matmul(&inv, &a, 4), &id, 1e-10));
         assert!((0..4).all(|i| u[i * 4 + i] > 0.0 && (0..i).all(|j| u[i * 4 + j] == 0.0)));
+    }
+
+    #[test]
+    fn column_forms_are_dt_h_d() {
+        let h = spd();
+        // Three columns of a [4, 3] matrix.
+        let d = [
+            1.0, 0.0, -2.0, //
+            0.5, 1.0, 0.0, //
+            -1.0, 2.0, 0.25, //
+            0.0, -0.5, 1.0,
+        ];
+        let got = column_forms(&h, &d, 4, 3);
+        for c in 0..3 {
+            let want: f64 = (0..4)
+                .flat_map(|i| (0..4).map(move |j| (i, j)))
+                .map(|(i, j)| d[i * 3 + c] * h[i * 4 + j] * d[j * 3 + c])
+                .sum();
+            assert!((got[c] - want).abs() < 1e-9 * want.abs().max(1.0), "{c}");
+        }
     }
 
     #[test]

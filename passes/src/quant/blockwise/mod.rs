@@ -14,7 +14,11 @@
 //! scale and zero-point conventions, see [`rtn`]) is the default; [`Gptq`] (see [`gptq`]) needs
 //! the Hessians of the calibration inputs of each weight ([`linear_inputs`] lists which inputs,
 //! [`Hessian`] accumulates them; the driver in `kiln-backends` runs the model) and plugs in
-//! through [`quantize_blockwise_with`]. Both forms hold the same numbers for the same settings.
+//! through [`quantize_blockwise_with`]. AWQ (see [`awq`]) first scales the model's weights per
+//! input channel with the same statistics plus each activation's mean magnitude
+//! ([`awq::apply_scales`], which folds the inverse scales into the producers), then its
+//! [`awq::Awq`] quantizer clips each block's range. Both forms hold the same numbers for the
+//! same settings.
 //!
 //! Embedding tables (Gather axis 0 from a constant `[V, D]`) are blocked along D and always
 //! written in QDQ form (`DequantizeLinear` → `Gather`; MatMulNBits has no gather), so they
@@ -23,6 +27,7 @@
 //! quantized once per form and its float copy dropped once nothing reads it. Subgraph bodies
 //! are rewritten with the weights local to them.
 
+pub mod awq;
 pub mod config;
 pub mod gptq;
 pub mod hessian;
@@ -124,8 +129,8 @@ impl BlockwiseSummary {
 }
 
 /// Quantizes the weights of `model` block-wise by rounding to nearest (see the module doc).
-/// GPTQ needs calibration statistics: it goes through [`quantize_blockwise_with`] and a
-/// [`Gptq`], and is refused here.
+/// GPTQ and AWQ need calibration statistics: they go through [`quantize_blockwise_with`] (and,
+/// for AWQ, [`awq::apply_scales`]), and are refused here.
 pub fn quantize_blockwise(
     model: &mut Model,
     config: &BlockwiseConfig,
@@ -135,6 +140,11 @@ pub fn quantize_blockwise(
         WeightMethod::Gptq => Err(PassError::Unsupported(
             "GPTQ needs the Hessians of calibration inputs: build a Gptq quantizer and call \
              quantize_blockwise_with"
+                .into(),
+        )),
+        WeightMethod::Awq => Err(PassError::Unsupported(
+            "AWQ needs calibration statistics: scale the model with awq::apply_scales and call \
+             quantize_blockwise_with with its quantizer"
                 .into(),
         )),
     }
@@ -152,12 +162,22 @@ pub struct LinearInput {
     pub activation: String,
     /// The weight's K (the reduction dim).
     pub k: usize,
+    /// The weight's axis that is K (1 for a `transB` Gemm's `[N, K]`).
+    pub k_axis: usize,
 }
 
 /// The weights of the main graph's MatMul and Gemm nodes that `config` selects, each with its
 /// activation input, in graph order. Left out: Gemm with `transA` (its A is `[K, M]`), nodes
 /// inside subgraphs (their values cannot be exposed), and embeddings (no activation).
 pub fn linear_inputs(model: &Model, config: &BlockwiseConfig) -> Vec<LinearInput> {
+    linear_nodes(model, config)
+        .into_iter()
+        .map(|(_, li)| li)
+        .collect()
+}
+
+/// [`linear_inputs`] with each node's index.
+fn linear_nodes(model: &Model, config: &BlockwiseConfig) -> Vec<(NodeIndex, LinearInput)> {
     let graph = &model.graph;
     let heads = lm_head::lm_heads(graph);
     let mut out = Vec::new();
@@ -186,12 +206,16 @@ pub fn linear_inputs(model: &Model, config: &BlockwiseConfig) -> Vec<LinearInput
         }) else {
             continue;
         };
-        out.push(LinearInput {
-            node: label(graph, idx),
-            weight: graph.value_name(b).to_string(),
-            activation: graph.value_name(a).to_string(),
-            k,
-        });
+        out.push((
+            idx,
+            LinearInput {
+                node: label(graph, idx),
+                weight: graph.value_name(b).to_string(),
+                activation: graph.value_name(a).to_string(),
+                k,
+                k_axis,
+            },
+        ));
     }
     out
 }

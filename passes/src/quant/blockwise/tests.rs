@@ -799,6 +799,7 @@ fn linear_inputs_name_each_weight_with_its_activation() {
             weight: "fc.weight".into(),
             activation: "x".into(),
             k: 64,
+            k_axis: 0,
         }]
     );
     // Excluded nodes have no input to calibrate.
