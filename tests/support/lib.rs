@@ -6,6 +6,7 @@ pub mod decode;
 pub mod fuzz_bodies;
 pub mod harness;
 pub mod testdata;
+pub mod token_samples;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

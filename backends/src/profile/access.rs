@@ -153,11 +153,16 @@ impl Profile {
             method: match w.method {
                 WeightMethod::Rtn => blockwise::WeightMethod::Rtn,
                 WeightMethod::Awq => blockwise::WeightMethod::Awq,
+                WeightMethod::Gptq => blockwise::WeightMethod::Gptq,
             },
             exclude_nodes: Default::default(),
             lm_head: w.lm_head,
             embeddings: w.embeddings,
-            gptq: Default::default(),
+            // The clip search is what measured best with GPTQ (README, weight-only section).
+            gptq: blockwise::GptqOptions {
+                clip: true,
+                ..Default::default()
+            },
             awq: Default::default(),
         })
     }
@@ -325,6 +330,11 @@ mod tests {
         let c = awq.blockwise_config().unwrap();
         assert_eq!(c.method, Method::Awq);
         assert_eq!(c.awq, Default::default());
+        let mut gptq = n.clone();
+        gptq.quantization.weights.method = WeightMethod::Gptq;
+        let c = gptq.blockwise_config().unwrap();
+        assert_eq!(c.method, Method::Gptq);
+        assert!(c.gptq.clip && !c.gptq.act_order);
         assert_eq!(
             n.quant_config().pin_ops,
             builtin("neon").quant_config().pin_ops

@@ -911,7 +911,7 @@ mod tests {
             ("extends: neon-int4\nquantization: {weights: {symmetric: false}}\n", "quantization.weights.symmetric: int4 per-block weights are symmetric (zero point 0); for a zero point per block use uint4"),
             ("extends: neon-int4\nquantization: {weights: {dtype: int16}}\n", "int16 per block: block-wise weights are int4, uint4, int8 or uint8"),
             ("extends: neon-int4\nquantization: {weights: {per_op: {MatMul: {granularity: per-block}}}}\n", "quantization.weights.per_op.MatMul.granularity: per-block applies to every weight"),
-            ("extends: neon-int4\nquantization: {weights: {method: gptq}}\n", "quantization.weights.method: unknown value 'gptq'"),
+            ("extends: neon-int4\nquantization: {weights: {method: hqq}}\n", "quantization.weights.method: unknown value 'hqq'"),
             ("extends: neon\nquantization: {activations: {dtype: float32}}\n", "quantization.weights.granularity: per-channel weights with float activations on neon"),
             ("extends: neon\nquantization: {weight_only: true, weights: {dtype: int4, granularity: per-block}}\n", "int32 bias needs quantized activations"),
             ("extends: neon-int4\nio: {outputs: quantize}\n", "io.outputs: quantize, but activations are float32"),
@@ -930,6 +930,7 @@ mod tests {
             "extends: neon-int4\nquantization: {weights: {dtype: uint4, symmetric: false, block_size: 128}}\n",
             "extends: neon-int4\nquantization: {weights: {dtype: int8, format: qdq, lm_head: false, embeddings: true}}\n",
             "extends: ane-int4\nquantization: {weights: {method: awq, block_size: 128}}\n",
+            "extends: neon-int4\nquantization: {weights: {method: gptq}}\n",
             "extends: ane-int4\nquantization: {weights: {dtype: uint8, symmetric: false, block_size: 64}}\n",
             // weight_only keeps the inherited uint8 activation settings out of play.
             "extends: neon\nquantization: {weight_only: true, weights: {dtype: int4, granularity: per-block}, bias: {dtype: float32}}\n",

@@ -141,7 +141,8 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
          #   format      qdq (DequantizeLinear with block_size, opset 21) | matmulnbits (ONNX Runtime's\n\
          #               com.microsoft.MatMulNBits; neon and cpu only)\n\
          #   method      rtn (round to nearest) | awq (activation-aware scales folded into the model and\n\
-         #               an output-error clip search per block, from the calibration data)\n\
+         #               an output-error clip search per block) | gptq (GPTQ with its clip search);\n\
+         #               awq and gptq use the calibration data\n\
          #   lm_head     true | false: the MatMul/Gemm feeding a graph output too\n\
          #   embeddings  true | false: Gather embedding tables too (always qdq)\n\
          #   min_elements N: smaller weights stay float\n\

@@ -207,6 +207,9 @@ pub enum WeightMethod {
     /// AWQ: activation-aware per-channel scales folded into the model, then a clip search of
     /// each block's range, from the compile's calibration data.
     Awq,
+    /// GPTQ with its per-block clip search (`--weight-method gptq --gptq-clip`, the measured
+    /// best), from the compile's calibration data.
+    Gptq,
 }
 
 /// How calibration turns observed values into a range.

@@ -47,6 +47,32 @@ pub use report::{
 };
 pub use sensitivity::{sensitivity, LayerSensitivity};
 
+/// A warning when some weight's input was seen in fewer calibration rows (tokens) than it has
+/// channels: its Hessian is then singular, and GPTQ/AWQ fit those rows rather than the input
+/// distribution (measured on llama_tiny compiled from its own 9-token test data: 34 dB on
+/// the prompt, a worse decode than RTN).
+fn thin_calibration(
+    hessians: &BTreeMap<String, kiln_passes::quant::blockwise::Hessian>,
+    method: WeightMethod,
+) -> Option<String> {
+    let thin: Vec<_> = hessians
+        .iter()
+        .filter(|(_, h)| h.rows() < h.k() as u64)
+        .collect();
+    let (name, h) = thin.iter().min_by_key(|(_, h)| h.rows())?;
+    Some(format!(
+        "{method}: {} of {} weight input(s) were seen in fewer calibration rows than they have \
+         channels (fewest: '{name}', {} rows for {} channels); the method then fits the \
+         calibration tokens, not the model's inputs: give more or longer samples (at least {} \
+         tokens in all)",
+        thin.len(),
+        hessians.len(),
+        h.rows(),
+        h.k(),
+        thin.iter().map(|(_, h)| h.k()).max().unwrap_or(0),
+    ))
+}
+
 /// Op types that mean a model already carries quantization.
 const QUANTIZED_OPS: &[&str] = &[
     "QuantizeLinear",
@@ -428,6 +454,7 @@ pub fn quantize(
                         collected.samples,
                         collected.hessians.len(),
                     ));
+                    warnings.extend(thin_calibration(&collected.hessians, method));
                     if method == WeightMethod::Gptq {
                         Quantizer::Gptq(hessian::quantizer(
                             &inputs,

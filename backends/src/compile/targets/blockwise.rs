@@ -1,6 +1,6 @@
 //! The weight-only targets' shared step: block-wise int4/int8 weights as the profile says
 //! (`quantization.weights.granularity: per-block`), through `quantize`'s weight-only mode, with
-//! weights below `min_elements` left in float; a calibrated method (`method: awq`) gets the
+//! weights below `min_elements` left in float; a calibrated method (`method: awq | gptq`) gets the
 //! compile's calibration data.
 
 use std::collections::BTreeSet;
