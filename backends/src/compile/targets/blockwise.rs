@@ -29,6 +29,7 @@ pub fn run(
         },
         check: None,
         sensitivity: None,
+        mixed_precision: None,
         session: cx.session.clone(),
         synthetic: cx.synthetic.clone(),
     };
