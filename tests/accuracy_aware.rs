@@ -124,6 +124,7 @@ fn quantized(
         mode: Mode::WeightOnly { config, samples },
         check: None,
         sensitivity: None,
+        mixed_precision: None,
         session: SessionOptions::default(),
         synthetic: Default::default(),
     };
