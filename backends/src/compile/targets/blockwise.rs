@@ -20,16 +20,18 @@ pub fn run(
 ) -> Result<(QuantizeReport, String), CompileError> {
     let min = cx.profile.quantization.weights.min_elements.unwrap_or(0) as usize;
     config.exclude_nodes = small_weight_nodes(&mut model.graph, &config, min);
+    let mixed_precision = super::quantized::mixed_precision(&cx.profile);
     let options = QuantizeOptions {
         config: cx.profile.quant_config(),
         optimize: None,
         mode: Mode::WeightOnly {
             config: config.clone(),
-            samples: None,
+            // RTN reads no data; the mixed-precision search measures on the calibration samples.
+            samples: mixed_precision.map(|_| cx.calibration.clone()),
         },
         check: None,
         sensitivity: None,
-        mixed_precision: None,
+        mixed_precision,
         session: cx.session.clone(),
         synthetic: cx.synthetic.clone(),
     };
@@ -47,6 +49,12 @@ pub fn run(
         line.push_str(&format!(
             "; {} below {min} elements kept float",
             config.exclude_nodes.len()
+        ));
+    }
+    if let Some(m) = &report.mixed_precision {
+        line.push_str(&format!(
+            "; {} kept as float16 by mixed precision",
+            m.promoted.len()
         ));
     }
     Ok((report, line))
