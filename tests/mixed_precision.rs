@@ -422,3 +422,53 @@ fn dynamic_mode_bias_correction_and_bad_values_are_refused() {
         assert!(!out.exists(), "{args:?} wrote an output");
     }
 }
+
+#[test]
+fn a_profile_key_makes_compile_search_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("neon-mixed.yaml");
+    std::fs::write(
+        &profile,
+        "extends: neon\nquantization:\n  mixed_precision: {target_sqnr: 55}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    // Calibrated (and searched) on resnet_tiny's bundled sample.
+    let (code, stdout, stderr) = kiln(&[
+        "compile",
+        &model("resnet_tiny"),
+        "--profile",
+        profile.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let r = json(&out.join("report.json"));
+    let m = &r["quantize"]["mixed_precision"];
+    assert_eq!(m["target_reached"], true, "{m}");
+    let promoted = strings(&m["promoted"]);
+    assert!(!promoted.is_empty() && promoted.len() < m["ranking"].as_array().unwrap().len());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("mixed precision:"), "{md}");
+    assert!(independent_sqnr("resnet_tiny", &out.join("model.onnx")) >= 55.0);
+    // A bad value is refused with its place in the file.
+    std::fs::write(
+        &profile,
+        "extends: neon\nquantization:\n  mixed_precision: {max_16bit_share: 2}\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = kiln(&[
+        "compile",
+        &model("resnet_tiny"),
+        "--profile",
+        profile.to_str().unwrap(),
+        "-o",
+        dir.path().join("bad").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("neon-mixed.yaml:3:")
+            && stderr.contains("quantization.mixed_precision.max_16bit_share"),
+        "{stderr}"
+    );
+}
