@@ -483,10 +483,15 @@ pub fn quantize(
                 promoted = found.promoted;
                 report.mixed_precision = Some(found.report);
             }
-            let (done, nodes, mut skipped) = weight_only::run(model, &chosen, quantizer)?;
+            let (mut done, nodes, mut skipped) = weight_only::run(model, &chosen, quantizer)?;
             // Promotions that cannot apply are in the search's report (`not_promoted`): it built
             // this same point.
-            mixed_precision::keep_float16(model, &promoted);
+            if !mixed_precision::keep_float16(model, &promoted)
+                .weights
+                .is_empty()
+            {
+                done.constant_bytes.after = weight_only::constant_bytes(&model.graph) as i64;
+            }
             for s in skipped.iter_mut().filter(|s| promoted.contains(&s.node)) {
                 s.reason = "kept as float16 by mixed precision".into();
             }

@@ -61,7 +61,7 @@ pub(super) fn run(
 }
 
 /// Bytes of every constant in `graph` and its bodies.
-fn constant_bytes(graph: &Graph) -> usize {
+pub(super) fn constant_bytes(graph: &Graph) -> usize {
     graph
         .nodes()
         .map(|(_, n)| {

@@ -2,7 +2,7 @@
 //! layers to keep at 16-bit, chosen from per-layer sensitivity and measured whole-model points.
 //!
 //! 1. Rank the candidate layers by sensitivity, most sensitive first: each quantized alone,
-//!    everything else float, output SQNR on the samples (static: [`sensitivity`]'s runs;
+//!    everything else float, output SQNR on the samples (static: `--sensitivity`'s runs;
 //!    weight-only: one weight quantized block-wise alone).
 //! 2. Evaluate the whole quantized model with the `k` most sensitive layers promoted (see
 //!    [`promote`]) for the counts [`search`] chooses: 0, doubling until the target is reached
@@ -21,8 +21,6 @@
 //! share of the candidate layers' weight elements stored at 16-bit (each weight counted once):
 //! a layer without weights (Add, Concat, pooling) promotes activations only and adds nothing to
 //! it.
-//!
-//! [`sensitivity`]: super::sensitivity
 
 pub mod front;
 pub mod promote;
