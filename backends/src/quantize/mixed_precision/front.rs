@@ -32,7 +32,21 @@ const SHARE_EPSILON: f64 = 1e-9;
 impl Goal {
     /// Whether `p` is within the share.
     pub fn allows(&self, p: &FrontPoint) -> bool {
-        self.max_share.is_none_or(|s| p.share <= s + SHARE_EPSILON)
+        self.allows_share(p.share)
+    }
+
+    /// Whether a 16-bit share of `share` is allowed.
+    pub fn allows_share(&self, share: f64) -> bool {
+        self.max_share.is_none_or(|s| share <= s + SHARE_EPSILON)
+    }
+
+    /// The most layers the share allows, from the share of every prefix (`shares[k]`: the
+    /// `k` first layers promoted; `shares[0]` is 0, always allowed).
+    pub fn most_layers(&self, shares: &[f64]) -> usize {
+        shares
+            .iter()
+            .rposition(|&s| self.allows_share(s))
+            .unwrap_or(0)
     }
 
     /// Whether `p` reaches the target (any point does when there is none).
@@ -181,6 +195,15 @@ mod tests {
         let f = vec![p(0, 0.0, 10, 30.0), p(1, 1.0, 20, f64::INFINITY)];
         let c = choose(&f, &goal(None, None)).unwrap();
         assert_eq!(f[c.index].promoted, 1);
+    }
+
+    #[test]
+    fn the_share_bounds_the_count() {
+        let shares = [0.0, 0.0, 0.1, 0.30000000001, 0.5, 1.0];
+        assert_eq!(goal(None, None).most_layers(&shares), 5);
+        assert_eq!(goal(None, Some(0.3)).most_layers(&shares), 3);
+        assert_eq!(goal(None, Some(0.0)).most_layers(&shares), 1);
+        assert_eq!(goal(Some(1.0), Some(0.0)).most_layers(&[0.0]), 0);
     }
 
     #[test]

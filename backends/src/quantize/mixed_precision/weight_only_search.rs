@@ -136,10 +136,7 @@ impl BlockSearch<'_> {
         let order: Vec<String> = ranking.iter().map(|l| l.node.clone()).collect();
         let shares = shares(&order, &elements);
         let goal = options.goal();
-        let k_max = shares
-            .iter()
-            .rposition(|&s| goal.max_share.is_none_or(|m| s <= m + 1e-9))
-            .unwrap_or(0);
+        let k_max = goal.most_layers(&shares);
         let planned = max_points(k_max);
         let started = Instant::now();
         let mut done = 0;
