@@ -186,7 +186,11 @@ pub struct Args {
     target_sqnr: Option<f64>,
     /// Mixed precision: at most this share (0..1) of the candidate layers' weight elements at
     /// 16-bit; alone, the most accurate model within it is written.
-    #[arg(long = "max-16bit-share", value_name = "S", allow_negative_numbers = true)]
+    #[arg(
+        long = "max-16bit-share",
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
     max_16bit_share: Option<f64>,
     /// Skip the optimization pipeline (folding, fusions, opset upgrade) that runs first.
     #[arg(long)]
