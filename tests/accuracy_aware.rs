@@ -154,6 +154,7 @@ fn quantized(name: &str, config: &BlockwiseConfig, calibration: &Path) -> (Model
         },
         check: None,
         sensitivity: None,
+        mixed_precision: None,
         session: SessionOptions::default(),
         synthetic: Default::default(),
     };

@@ -217,6 +217,14 @@ pub fn compile(
     }
     if let Some(q) = &emitted.quantize {
         warnings.extend(q.warnings.iter().cloned());
+        if let Some(m) = q.mixed_precision.as_ref().filter(|m| !m.target_reached) {
+            warnings.push(format!(
+                "mixed precision: target {} dB not reached on the calibration samples; the best point found ({} of {} layers at 16-bit) was used",
+                m.target_sqnr.unwrap_or(f64::NAN),
+                m.promoted.len(),
+                m.ranking.len()
+            ));
+        }
     }
     let report = CompileReport {
         model: model_path

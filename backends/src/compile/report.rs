@@ -269,6 +269,24 @@ impl CompileReport {
                 if q.settings.symmetric_activations { "symmetric" } else { "asymmetric" },
                 q.settings.weights
             ));
+            if let Some(m) = &q.mixed_precision {
+                let chosen = m.front.get(m.chosen);
+                o.push_str(&format!(
+                    "- mixed precision: {} of {} layers at 16-bit ({}), output SQNR {} dB on {} {} sample(s), {} points explored{}\n",
+                    m.promoted.len(),
+                    m.ranking.len(),
+                    m.promotion,
+                    chosen.map_or("?".to_string(), |p| format!("{:.2}", p.sqnr_db)),
+                    m.samples,
+                    m.on,
+                    m.front.len(),
+                    match m.target_sqnr {
+                        Some(t) if !m.target_reached => format!("; target {t} dB NOT reached"),
+                        Some(t) => format!("; target {t} dB reached"),
+                        None => String::new(),
+                    }
+                ));
+            }
         }
         if let Some(ops) = &self.arrived_quantized {
             o.push_str(&format!(

@@ -7,8 +7,8 @@ use super::locate::KeyPath;
 use super::names::{closest, closest_op, did_you_mean, fusion_names, is_known_op};
 use super::resolve::Sources;
 use super::schema::{
-    CpuFeature, Dtype, Family, FloatType, Granularity, IoHandling, OpConstraints, Profile,
-    QdqDomain, WeightFormat, WeightQuant,
+    CpuFeature, Dtype, Family, FloatType, Granularity, IoHandling, MixedPrecision, OpConstraints,
+    Profile, QdqDomain, WeightFormat, WeightQuant,
 };
 use kiln_passes::quant::blockwise::BLOCK_SIZES;
 
@@ -477,6 +477,9 @@ impl Checker<'_> {
                 }
             }
         }
+        if let Some(m) = &q.mixed_precision {
+            self.mixed_precision(m)?;
+        }
         if q.qdq_domain == QdqDomain::Microsoft
             && matches!(self.p.family, Family::Edgetpu | Family::Ane)
         {
@@ -489,6 +492,52 @@ impl Checker<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Mixed precision: values in range, and a form with a 16-bit counterpart to promote to.
+    fn mixed_precision(&self, m: &MixedPrecision) -> Checked {
+        let at = |key: &str| path(&["quantization", "mixed_precision", key]);
+        if m.target_sqnr.is_none() && m.max_16bit_share.is_none() {
+            return Err(self.err(
+                &path(&["quantization", "mixed_precision"]),
+                "give target_sqnr (dB), max_16bit_share (0..1), or both",
+            ));
+        }
+        if let Some(t) = m.target_sqnr {
+            if !t.is_finite() {
+                return Err(self.err(
+                    &at("target_sqnr"),
+                    format!("must be a finite number of dB, got {t}"),
+                ));
+            }
+        }
+        if let Some(s) = m.max_16bit_share {
+            if !(0.0..=1.0).contains(&s) {
+                return Err(self.err(
+                    &at("max_16bit_share"),
+                    format!("must be a share between 0 and 1, got {s}"),
+                ));
+            }
+        }
+        let fam = self.family();
+        let per_block = self.p.quantization.weights.granularity == Granularity::PerBlock;
+        let promoted = if self.p.family == Family::Edgetpu {
+            Some(format!(
+                "{fam} runs 8-bit integers only: no layer can be kept at 16-bit"
+            ))
+        } else if !self.p.quantizes_activations() && !per_block {
+            Some(
+                "mixed precision searches quantized activations or per-block weights; this \
+                 profile has neither"
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        match promoted {
+            Some(why) => Err(self.err(&path(&["quantization", "mixed_precision"]), why)),
+            None => Ok(()),
+        }
     }
 
     fn calibration(&mut self) -> Checked {
@@ -945,6 +994,37 @@ mod tests {
                 .filter(|w| w.key != "shapes.static")
                 .collect();
             assert!(unrelated.is_empty(), "{text}\n-> {w:?}");
+        }
+    }
+
+    #[test]
+    fn mixed_precision_values_are_located() {
+        let cases = [
+            ("extends: hexagon\nquantization:\n  mixed_precision:\n    max_16bit_share: -0.1\n", "p.yaml:4:5: quantization.mixed_precision.max_16bit_share: must be a share between 0 and 1, got -0.1"),
+            ("extends: hexagon\nquantization:\n  mixed_precision:\n    max_16bit_share: 1.5\n", "p.yaml:4:5: quantization.mixed_precision.max_16bit_share: must be a share between 0 and 1, got 1.5"),
+            ("extends: hexagon\nquantization:\n  mixed_precision:\n    target_sqnr: .inf\n", "p.yaml:4:5: quantization.mixed_precision.target_sqnr: must be a finite number of dB"),
+            ("extends: hexagon\nquantization:\n  mixed_precision: {}\n", "p.yaml:3:3: quantization.mixed_precision: give target_sqnr (dB), max_16bit_share (0..1), or both"),
+            ("extends: edgetpu\nquantization: {mixed_precision: {target_sqnr: 40}}\n", "quantization.mixed_precision: edgetpu runs 8-bit integers only"),
+            ("extends: ane\nquantization: {mixed_precision: {target_sqnr: 40}}\n", "this profile has neither"),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.contains(want), "{text}\n-> {e}");
+        }
+        // A value of the wrong type, and an unknown key, are refused where they are.
+        let e = err("extends: hexagon\nquantization:\n  mixed_precision:\n    target_sqnr: high\n");
+        assert!(e.starts_with("p.yaml:4:"), "{e}");
+        assert!(e.contains("target_sqnr"), "{e}");
+        let e = err("extends: hexagon\nquantization:\n  mixed_precision:\n    target: 40\n");
+        assert!(e.starts_with("p.yaml:4:") && e.contains("target"), "{e}");
+        for text in [
+            "extends: hexagon\nquantization: {mixed_precision: {target_sqnr: 40}}\n",
+            "extends: neon-int4\nquantization: {mixed_precision: {target_sqnr: -3, max_16bit_share: 0}}\n",
+            "extends: ane-int4\nquantization: {mixed_precision: {max_16bit_share: 1}}\n",
+        ] {
+            let (p, _) = resolve(Layer::text(text, "p.yaml").unwrap()).unwrap();
+            checked(text).unwrap_or_else(|e| panic!("{text}\n-> {e}"));
+            assert!(p.quantization.mixed_precision.is_some());
         }
     }
 

@@ -33,9 +33,9 @@ pub use locate::{locate, KeyPath, Seg};
 pub use names::{closest_op, fusion_names, is_known_op};
 pub use schema::{
     ActivationQuant, BiasQuant, Calibration, CalibrationMethod, CpuFeature, Dtype, Family,
-    FixedParams, FloatType, Granularity, Io, IoHandling, Memory, OpConstraints, Ops, Optimize,
-    Precision, Profile, QdqDomain, Quantization, Shapes, UnsupportedPolicy, Validation,
-    WeightFormat, WeightMethod, WeightOverride, WeightQuant,
+    FixedParams, FloatType, Granularity, Io, IoHandling, Memory, MixedPrecision, OpConstraints,
+    Ops, Optimize, Precision, Profile, QdqDomain, Quantization, Shapes, UnsupportedPolicy,
+    Validation, WeightFormat, WeightMethod, WeightOverride, WeightQuant,
 };
 
 use names::{closest, did_you_mean};
@@ -146,6 +146,11 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
          #   lm_head     true | false: the MatMul/Gemm feeding a graph output too\n\
          #   embeddings  true | false: Gather embedding tables too (always qdq)\n\
          #   min_elements N: smaller weights stay float\n\
+         #\n\
+         # Mixed precision: quantization.mixed_precision: {{target_sqnr: DB, max_16bit_share: S}} keeps\n\
+         # the most sensitive layers at 16-bit (16-bit activations and int16 weights; float16 weights\n\
+         # when per-block) until the output SQNR reaches DB, with at most the share S (0..1) of the\n\
+         # weights at 16-bit.\n\
          #\n\
          # Check it:        kiln profile check FILE\n\
          # See the result:  kiln profile show FILE\n\

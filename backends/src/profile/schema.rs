@@ -352,6 +352,23 @@ pub struct Quantization {
     /// Quantize weights only, whatever `activations.dtype` says: activations stay in
     /// `precision.compute` (as a float activation dtype also says).
     pub weight_only: bool,
+    /// Keep the most sensitive layers at 16-bit until the output SQNR reaches a target
+    /// (`kiln quantize --target-sqnr`); none: every layer at the profile's types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixed_precision: Option<MixedPrecision>,
+}
+
+/// Automatic mixed precision: which layers to keep at 16-bit (static: 16-bit activations and
+/// int16 weights; per-block weights: float16 weights), chosen by per-layer sensitivity.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixedPrecision {
+    /// The output SQNR (dB) against the float model to reach, on the calibration samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_sqnr: Option<f64>,
+    /// The largest share (0..1) of the candidate layers' weight elements kept at 16-bit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_16bit_share: Option<f64>,
 }
 
 /// Activation quantization.

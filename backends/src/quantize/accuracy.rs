@@ -52,29 +52,58 @@ impl Sqnr {
     }
 }
 
+/// The float model's outputs on a fixed set of samples, kept to measure several candidates
+/// against (per-layer sensitivity, the mixed-precision search) without running it again.
+pub struct Reference<'a> {
+    samples: &'a [NamedValues],
+    outputs: Vec<NamedValues>,
+    options: SessionOptions,
+}
+
+impl<'a> Reference<'a> {
+    /// Runs `float` on every sample and keeps its outputs (the session is dropped before any
+    /// candidate's is made: two live sessions of a large model would double the peak memory).
+    pub fn new(
+        float: &ModelProto,
+        samples: &'a [NamedValues],
+        options: &SessionOptions,
+    ) -> Result<Reference<'a>, QuantizeError> {
+        let mut r = Session::from_model_with(float, options)?;
+        let outputs = samples
+            .iter()
+            .map(|s| r.run(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Reference {
+            samples,
+            outputs,
+            options: options.clone(),
+        })
+    }
+
+    /// Runs `candidate` on the samples and measures its output SQNR against the float outputs.
+    pub fn measure(&self, candidate: &ModelProto) -> Result<Sqnr, QuantizeError> {
+        let mut c = Session::from_model_with(candidate, &self.options)?;
+        let mut acc = Sqnr::default();
+        for (s, want) in self.samples.iter().zip(&self.outputs) {
+            acc.add(want, &c.run(s)?);
+        }
+        Ok(acc)
+    }
+
+    /// How many samples the measurements use.
+    pub fn samples(&self) -> usize {
+        self.samples.len()
+    }
+}
+
 /// Runs both models on each sample and measures the candidate's output SQNR.
-///
-/// One session at a time (the reference's outputs are kept, then the candidate runs): for a
-/// large model two live sessions would double the peak memory.
 pub fn output_sqnr(
     reference: &ModelProto,
     candidate: &ModelProto,
     samples: &[NamedValues],
     options: &SessionOptions,
 ) -> Result<Sqnr, QuantizeError> {
-    let expected = {
-        let mut r = Session::from_model_with(reference, options)?;
-        samples
-            .iter()
-            .map(|s| r.run(s))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    let mut c = Session::from_model_with(candidate, options)?;
-    let mut acc = Sqnr::default();
-    for (s, want) in samples.iter().zip(&expected) {
-        acc.add(want, &c.run(s)?);
-    }
-    Ok(acc)
+    Reference::new(reference, samples, options)?.measure(candidate)
 }
 
 #[cfg(test)]

@@ -9,13 +9,14 @@ mod bias_correction;
 mod error;
 mod hessian;
 mod index_bounds;
+pub mod mixed_precision;
 mod overrides;
 mod ranges;
 mod report;
 mod sensitivity;
 mod weight_only;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use kiln_passes::ir::Model;
@@ -35,10 +36,11 @@ use crate::runtime::{capturable_names, declared_inputs, SessionOptions};
 use crate::validate::SyntheticSpec;
 use crate::value::NamedValues;
 
-pub use accuracy::{output_sqnr, Sqnr};
+pub use accuracy::{output_sqnr, Reference, Sqnr};
 pub use bias_correction::{BiasCorrectionReport, CorrectedLayer};
 pub use error::QuantizeError;
 pub use index_bounds::index_bounds;
+pub use mixed_precision::{FrontPoint, MixedPrecisionOptions, MixedPrecisionReport};
 pub use overrides::{parse_overrides, read_overrides};
 pub use report::{
     Accuracy, AwqGroupReport, AwqReport, AwqWeightReport, Before, BlockWeightReport,
@@ -173,6 +175,8 @@ pub struct QuantizeOptions {
     pub check: Option<CalibrationData>,
     /// Measure per-layer sensitivity on this many samples.
     pub sensitivity: Option<usize>,
+    /// Search which layers to keep at 16-bit (static and weight-only modes).
+    pub mixed_precision: Option<MixedPrecisionOptions>,
     /// How ONNX Runtime sessions are made.
     pub session: SessionOptions,
     /// Shapes and bounds of synthetic inputs; integer inputs that index a table get the
@@ -180,12 +184,10 @@ pub struct QuantizeOptions {
     pub synthetic: SyntheticSpec,
 }
 
-/// The float model calibration and checks run: graph, proto, ONNX Runtime inputs, and the
-/// synthetic-input spec.
+/// The float model calibration runs: proto, ONNX Runtime inputs, and the synthetic-input
+/// spec.
 pub(crate) struct FloatModel<'a> {
-    /// The optimized float graph (plans are made on it).
-    pub model: &'a Model,
-    /// Its protobuf, what ONNX Runtime runs.
+    /// The optimized float model's protobuf, what ONNX Runtime runs.
     pub proto: &'a kiln_proto::onnx::ModelProto,
     /// Its inputs as ONNX Runtime sees them.
     pub inputs: &'a [crate::runtime::IoInfo],
@@ -202,6 +204,8 @@ pub enum Stage {
     Checking,
     /// Quantizing one layer at a time.
     Sensitivity,
+    /// Evaluating mixed-precision points (whole models with some layers at 16-bit).
+    Search,
 }
 
 /// Quantizes `model` in place and reports what was done.
@@ -216,6 +220,9 @@ pub fn quantize(
         // model) are left alone.
         Mode::WeightOnly { .. } if only_qdq(model) => {}
         _ => refuse_quantized(model)?,
+    }
+    if let Some(mp) = &options.mixed_precision {
+        refuse_mixed(options, mp)?;
     }
     let config = &options.config;
     let nodes_before = operators(model);
@@ -250,6 +257,10 @@ pub fn quantize(
     if model.opset("").unwrap_or(0) < needed {
         UpgradeOpset { target: needed }.run(model)?;
     }
+    if options.mixed_precision.is_some() && matches!(options.mode, Mode::WeightOnly { .. }) {
+        // Candidates are left out of block-wise quantization by name.
+        mixed_precision::name_linear_nodes(model);
+    }
     let float = model.clone();
 
     let mut report = QuantizeReport {
@@ -275,6 +286,7 @@ pub fn quantize(
         sensitivity: None,
         weight_only: None,
         bias_correction: None,
+        mixed_precision: None,
         warnings: Vec::new(),
     };
     let mut spec = options.synthetic.clone();
@@ -298,26 +310,59 @@ pub fn quantize(
         } => {
             let plan = qdq::plan(model, config)?;
             let float_side = FloatModel {
-                model: &float,
                 proto: &float_proto,
                 inputs: &float_inputs,
                 spec: &spec,
             };
-            let (ranges, summary) = ranges::gather(
+            // Tensors other plans need: one node at a time (sensitivity, and the ranking of
+            // the mixed-precision search), every candidate promoted (the search's points).
+            let mut extra = Vec::new();
+            if options.sensitivity.is_some() || options.mixed_precision.is_some() {
+                extra.extend(ranges::one_node_tensors(&float, config, &plan)?);
+            }
+            let all_promoted = options
+                .mixed_precision
+                .map(|_| mixed_precision::promote_qdq(config, &float, &plan, &plan.nodes));
+            if let Some(all) = &all_promoted {
+                extra.extend(qdq::plan(&float, all)?.tensors);
+            }
+            let gathered = ranges::gather(
                 &float_side,
                 config,
                 &plan,
+                &extra,
                 source,
                 *method,
                 calibration,
                 save_stats.as_deref(),
-                options.sensitivity.is_some(),
                 &mut warnings,
                 &mut |p| progress(Stage::Calibrating, p),
             )?;
-            report.calibration = Some(summary);
+            let ranges = gathered.ranges;
+            report.calibration = Some(gathered.summary);
             if let RangeSource::Calibrate(data) = source {
                 in_sample = Some(data.clone());
+            }
+            // The configuration written, and its ranges: the user's, or the chosen
+            // mixed-precision point's.
+            let (mut chosen, mut chosen_ranges) = (config.clone(), ranges.clone());
+            if let (Some(mp), Some(all)) = (&options.mixed_precision, &all_promoted) {
+                let (on, data) = search_samples(options, in_sample.as_ref())?;
+                let samples = take(data, &float_inputs, &spec, mp.samples)?;
+                let reference = Reference::new(&float_proto, &samples, &options.session)?;
+                let promoted_ranges = ranges::ranges_under(&gathered.stats, *method, all, &plan);
+                let search = mixed_precision::QdqSearch {
+                    float: &float,
+                    config,
+                    plan: &plan,
+                    ranges: &ranges,
+                    promoted_ranges: &promoted_ranges,
+                    reference: &reference,
+                };
+                let found = search.run(mp, on, progress)?;
+                chosen = found.config;
+                chosen_ranges = found.ranges;
+                report.mixed_precision = Some(found.report);
             }
 
             if *bias_correction {
@@ -336,7 +381,7 @@ pub fn quantize(
                     &mut |p| progress(Stage::Calibrating, p),
                 )?);
             }
-            let done = qdq::insert_qdq(model, config, &ranges)?;
+            let done = build_qdq(model, &chosen, &chosen_ranges)?;
             report.tensors = done.tensors.iter().map(tensor_report).collect();
             report.quantized_nodes = done.nodes.clone();
             report.skipped = done
@@ -469,8 +514,39 @@ pub fn quantize(
                     }
                 }
             };
-            let (mut done, nodes, skipped) =
-                weight_only::run(model, blockwise, quantizer.as_dyn())?;
+            in_sample = samples.clone();
+            let mut chosen = blockwise.clone();
+            let mut promoted = BTreeSet::new();
+            if let Some(mp) = &options.mixed_precision {
+                let (on, data) = search_samples(options, in_sample.as_ref())?;
+                let samples = take(data, &float_inputs, &spec, mp.samples)?;
+                let reference = Reference::new(&float_proto, &samples, &options.session)?;
+                // AWQ has folded its scales into `model` by now: the search starts from there.
+                let start = model.clone();
+                let search = mixed_precision::BlockSearch {
+                    float: &start,
+                    config: blockwise,
+                    quantizer: quantizer.as_dyn(),
+                    reference: &reference,
+                };
+                let found = search.run(mp, on, progress)?;
+                chosen = found.config;
+                promoted = found.promoted;
+                report.mixed_precision = Some(found.report);
+            }
+            let (mut done, nodes, mut skipped) =
+                weight_only::run(model, &chosen, quantizer.as_dyn())?;
+            // Promotions that cannot apply are in the search's report (`not_promoted`): it built
+            // this same point.
+            if !mixed_precision::keep_float16(model, &promoted)
+                .weights
+                .is_empty()
+            {
+                done.constant_bytes.after = weight_only::constant_bytes(&model.graph) as i64;
+            }
+            for s in skipped.iter_mut().filter(|s| promoted.contains(&s.node)) {
+                s.reason = "kept as float16 by mixed precision".into();
+            }
             let (label, fallbacks) = match &quantizer {
                 Quantizer::Rtn(_) => ("", Vec::new()),
                 Quantizer::Gptq(g) => ("GPTQ", g.fallbacks()),
@@ -488,17 +564,11 @@ pub fn quantize(
             report.weight_only = Some(done);
             report.quantized_nodes = nodes;
             report.skipped = skipped;
-            in_sample = samples.clone();
         }
     }
 
     if pins {
-        // Ops ORT's CPU provider has no low-float kernel for are written as the simulated
-        // twin (float32 between rounding casts), so the output runs faithfully in ORT.
-        let pin = PinPrecision::for_ort_cpu(config.pin_ops.clone(), config.pin_float);
-        let mut changes = pin.run(model)?;
-        changes.merge(&CancelCasts.run(model)?);
-        report.pinning = Some(summary(pin.name(), &changes));
+        report.pinning = pin(model, config)?;
     }
     model
         .graph
@@ -707,4 +777,69 @@ fn method_name(m: &Method) -> String {
 /// Operators of the main graph (what `kiln inspect` counts as nodes).
 fn operators(model: &Model) -> i64 {
     model.graph.nodes().filter(|(_, n)| n.is_operator()).count() as i64
+}
+
+/// Refuses mixed precision where it is not built: dynamic mode, bias correction (each point
+/// would need its own corrections), and values out of range.
+fn refuse_mixed(
+    options: &QuantizeOptions,
+    mp: &MixedPrecisionOptions,
+) -> Result<(), QuantizeError> {
+    mp.validate()
+        .map_err(|e| QuantizeError::Options(format!("--target-sqnr/--max-16bit-share: {e}")))?;
+    match &options.mode {
+        Mode::Dynamic { .. } => Err(QuantizeError::Options(
+            "mixed precision (--target-sqnr, --max-16bit-share) is for static and --weight-only quantization, not --dynamic".into(),
+        )),
+        Mode::Static {
+            bias_correction: true,
+            ..
+        } => Err(QuantizeError::Options(
+            "--bias-correction with mixed precision is not supported (each point of the search would need its own corrections)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The samples the mixed-precision search measures on: held out when given, else the
+/// calibration samples; with what they are called in the report.
+fn search_samples<'a>(
+    options: &'a QuantizeOptions,
+    in_sample: Option<&'a CalibrationData>,
+) -> Result<(&'static str, &'a CalibrationData), QuantizeError> {
+    match (&options.check, in_sample) {
+        (Some(c), _) => Ok(("check-inputs", c)),
+        (None, Some(d)) => Ok(("calibration", d)),
+        (None, None) => Err(QuantizeError::Options(
+            "mixed precision measures the output SQNR on samples: give --calibration, --synthetic or --check-inputs".into(),
+        )),
+    }
+}
+
+/// QDQ insertion with `config` and `ranges`, the model first raised to the opset the
+/// config needs (16-bit standard Q/DQ: 21). The mixed-precision search builds its points with
+/// it, and the driver the model it writes.
+fn build_qdq(
+    model: &mut Model,
+    config: &QuantConfig,
+    ranges: &kiln_passes::quant::Ranges,
+) -> Result<qdq::QdqSummary, QuantizeError> {
+    let needed = qdq::required_opset(config);
+    if model.opset("").unwrap_or(0) < needed {
+        UpgradeOpset { target: needed }.run(model)?;
+    }
+    Ok(qdq::insert_qdq(model, config, ranges)?)
+}
+
+/// Pins `config.pin_ops` to their 16-bit float (nothing when there are none). Ops ORT's CPU
+/// provider has no low-float kernel for are written as the simulated twin (float32 between
+/// rounding casts), so the output runs faithfully in ORT.
+fn pin(model: &mut Model, config: &QuantConfig) -> Result<Option<PassSummary>, QuantizeError> {
+    if config.pin_ops.is_empty() {
+        return Ok(None);
+    }
+    let pin = PinPrecision::for_ort_cpu(config.pin_ops.clone(), config.pin_float);
+    let mut changes = pin.run(model)?;
+    changes.merge(&CancelCasts.run(model)?);
+    Ok(Some(summary(pin.name(), &changes)))
 }

@@ -13,34 +13,37 @@ use crate::calibrate::{
 
 use super::{CalibrationSummary, FloatModel, QuantizeError, RangeSource};
 
-/// The range of every tensor `plan` quantizes (and, for sensitivity, every tensor a
-/// one-node plan needs), with a summary of where they came from.
+/// What calibration measured: the ranges under `config`, where they came from, and the
+/// statistics (ranges under other schemes are derived from them).
+pub(super) struct Gathered {
+    /// The range of every calibrated tensor under the config's schemes, and the fixed ones.
+    pub ranges: Ranges,
+    /// Where they came from.
+    pub summary: CalibrationSummary,
+    /// The statistics behind them.
+    pub stats: Statistics,
+}
+
+/// The range of every tensor `plan` quantizes and of every tensor of `extra` (the ranges other
+/// plans need: see [`one_node_tensors`]), with a summary of where they came from.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gather(
     float: &FloatModel<'_>,
     config: &QuantConfig,
     plan: &QuantPlan,
+    extra: &[String],
     source: &RangeSource,
     method: Method,
     calibration: &CalibrationOptions,
     save_stats: Option<&Path>,
-    sensitivity: bool,
     warnings: &mut Vec<String>,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(Ranges, CalibrationSummary), QuantizeError> {
-    // Sensitivity quantizes one node at a time, which needs ranges the full plan does not
-    // (a Conv's own output, when the full plan folds its Relu into it).
+) -> Result<Gathered, QuantizeError> {
     let mut calibrated = plan.tensors.clone();
-    if sensitivity {
-        let mut seen: BTreeSet<String> = calibrated.iter().cloned().collect();
-        for node in &plan.nodes {
-            let mut one = config.clone();
-            one.only_nodes = Some(BTreeSet::from([node.clone()]));
-            for t in qdq::plan(float.model, &one)?.tensors {
-                if seen.insert(t.clone()) {
-                    calibrated.push(t);
-                }
-            }
+    let mut seen: BTreeSet<String> = calibrated.iter().cloned().collect();
+    for t in extra {
+        if seen.insert(t.clone()) {
+            calibrated.push(t.clone());
         }
     }
     let (stats, summary) = match source {
@@ -88,9 +91,41 @@ pub(super) fn gather(
     if let Some(path) = save_stats {
         stats.save(path)?;
     }
+    let ranges = ranges_under(&stats, method, config, plan);
+    Ok(Gathered {
+        ranges,
+        summary,
+        stats,
+    })
+}
+
+/// The ranges `stats` give under `config`'s schemes (the methods other than MinMax depend on
+/// the bits), with the ranges `plan` fixes.
+pub(super) fn ranges_under(
+    stats: &Statistics,
+    method: Method,
+    config: &QuantConfig,
+    plan: &QuantPlan,
+) -> Ranges {
     let mut ranges = stats.ranges(method, &|n| config.activation_scheme(n));
     for (name, range) in &plan.fixed {
         ranges.insert(name.clone(), *range);
     }
-    Ok((ranges, summary))
+    ranges
+}
+
+/// The tensors quantizing one node of `plan` at a time needs beyond the full plan's (a Conv's
+/// own output, when the full plan folds its Relu into it): per-layer sensitivity's.
+pub(super) fn one_node_tensors(
+    model: &kiln_passes::ir::Model,
+    config: &QuantConfig,
+    plan: &QuantPlan,
+) -> Result<Vec<String>, QuantizeError> {
+    let mut out = Vec::new();
+    for node in &plan.nodes {
+        let mut one = config.clone();
+        one.only_nodes = Some(BTreeSet::from([node.clone()]));
+        out.extend(qdq::plan(model, &one)?.tensors);
+    }
+    Ok(out)
 }

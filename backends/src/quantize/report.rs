@@ -45,6 +45,9 @@ pub struct QuantizeReport {
     pub weight_only: Option<WeightOnlyReport>,
     /// Biases shifted by their weights' mean quantization error (`--bias-correction`).
     pub bias_correction: Option<super::BiasCorrectionReport>,
+    /// The layers kept at 16-bit, the front explored and the point chosen (`--target-sqnr`,
+    /// `--max-16bit-share`).
+    pub mixed_precision: Option<super::MixedPrecisionReport>,
     /// Things the user should know (e.g. ranges from random data).
     pub warnings: Vec<String>,
 }

@@ -8,10 +8,10 @@ use kiln_passes::quant::qdq::insert_qdq;
 use kiln_passes::quant::{QuantConfig, Ranges};
 use serde::Serialize;
 
-use crate::runtime::{Session, SessionOptions};
+use crate::runtime::SessionOptions;
 use crate::value::NamedValues;
 
-use super::accuracy::Sqnr;
+use super::accuracy::Reference;
 use super::error::QuantizeError;
 
 /// The effect of quantizing one node alone.
@@ -38,12 +38,43 @@ pub fn sensitivity(
     options: &SessionOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<LayerSensitivity>, QuantizeError> {
-    let mut float = Session::from_model_with(&model.to_proto(), options)?;
-    let reference: Vec<NamedValues> = samples
-        .iter()
-        .map(|s| float.run(s))
-        .collect::<Result<_, _>>()?;
-    drop(float);
+    let reference = Reference::new(&model.to_proto(), samples, options)?;
+    qdq_each_alone(model, config, ranges, nodes, &reference, progress)
+}
+
+/// [`sensitivity`] against outputs already computed: each node of `nodes` alone in QDQ form.
+pub(crate) fn qdq_each_alone(
+    model: &Model,
+    config: &QuantConfig,
+    ranges: &Ranges,
+    nodes: &[String],
+    reference: &Reference<'_>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<LayerSensitivity>, QuantizeError> {
+    each_alone(
+        model,
+        nodes,
+        reference,
+        &mut |node| {
+            let mut one = model.clone();
+            let mut cfg = config.clone();
+            cfg.only_nodes = Some(BTreeSet::from([node.to_string()]));
+            insert_qdq(&mut one, &cfg, ranges)?;
+            Ok(one)
+        },
+        progress,
+    )
+}
+
+/// Measures the model `build(node)` makes (`node` alone quantized, whatever the form) for every
+/// node of `nodes`, worst first (ties by name, so the order is deterministic).
+pub(crate) fn each_alone(
+    model: &Model,
+    nodes: &[String],
+    reference: &Reference<'_>,
+    build: &mut dyn FnMut(&str) -> Result<Model, QuantizeError>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<LayerSensitivity>, QuantizeError> {
     let op_of = |name: &str| {
         model
             .graph
@@ -55,23 +86,14 @@ pub fn sensitivity(
     let mut out = Vec::with_capacity(nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         progress(i, nodes.len());
-        let mut one = model.clone();
-        let mut cfg = config.clone();
-        cfg.only_nodes = Some(BTreeSet::from([node.clone()]));
-        insert_qdq(&mut one, &cfg, ranges)?;
-        let mut session = Session::from_model_with(&one.to_proto(), options)?;
-        let mut acc = Sqnr::default();
-        for (s, r) in samples.iter().zip(&reference) {
-            acc.add(r, &session.run(s)?);
-        }
+        let one = build(node)?;
         out.push(LayerSensitivity {
             node: node.clone(),
             op_type: op_of(node),
-            sqnr_db: acc.db(),
+            sqnr_db: reference.measure(&one.to_proto())?.db(),
         });
     }
     progress(nodes.len(), nodes.len());
-    // Worst first; ties by name so the report is deterministic.
     out.sort_by(|a, b| {
         a.sqnr_db
             .total_cmp(&b.sqnr_db)

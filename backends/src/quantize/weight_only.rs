@@ -105,7 +105,7 @@ pub(super) fn awq_report(groups: &[AwqGroup], awq: &Awq) -> AwqReport {
 }
 
 /// Bytes of every constant in `graph` and its bodies.
-fn constant_bytes(graph: &Graph) -> usize {
+pub(super) fn constant_bytes(graph: &Graph) -> usize {
     graph
         .nodes()
         .map(|(_, n)| {

@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use kiln_backends::calibrate::{CalibrationData, CalibrationOptions, Method};
 use kiln_backends::quantize::{
-    quantize, read_overrides, AwqReport, AwqWeightReport, Mode, QuantizeError, QuantizeOptions,
-    QuantizeReport, RangeSource, Stage, WeightOnlyReport,
+    quantize, read_overrides, AwqReport, AwqWeightReport, MixedPrecisionOptions,
+    MixedPrecisionReport, Mode, QuantizeError, QuantizeOptions, QuantizeReport, RangeSource, Stage,
+    WeightOnlyReport,
 };
 use kiln_backends::runtime::SessionOptions;
 use kiln_passes::optimize::OptimizeOptions;
@@ -194,9 +195,22 @@ pub struct Args {
     /// Quantize one op at a time and report each op's output SQNR, worst first.
     #[arg(long)]
     sensitivity: bool,
-    /// Samples each sensitivity run uses.
+    /// Samples each sensitivity run (and each mixed-precision point) uses.
     #[arg(long, value_name = "N", default_value_t = 8)]
     sensitivity_samples: usize,
+    /// Mixed precision: keep the fewest, most sensitive layers at 16-bit (static: 16-bit
+    /// activations and int16 weights; --weight-only: float16 weights) so that the output SQNR
+    /// reaches DB; the smallest model that does is written (exit 1 when none does).
+    #[arg(long, value_name = "DB", allow_negative_numbers = true)]
+    target_sqnr: Option<f64>,
+    /// Mixed precision: at most this share (0..1) of the candidate layers' weight elements at
+    /// 16-bit; alone, the most accurate model within it is written.
+    #[arg(
+        long = "max-16bit-share",
+        value_name = "S",
+        allow_negative_numbers = true
+    )]
+    max_16bit_share: Option<f64>,
     /// Skip the optimization pipeline (folding, fusions, opset upgrade) that runs first.
     #[arg(long)]
     no_optimize: bool,
@@ -260,16 +274,18 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
     let mut calibrating = ProgressBar::new("calibrating");
     let mut checking = ProgressBar::new("checking");
     let mut layers = ProgressBar::new("sensitivity");
+    let mut points = ProgressBar::new("mixed precision");
     let report = quantize(&mut file.model, &options, &mut |stage, p| {
         let bar = match stage {
             Stage::Calibrating => &mut calibrating,
             Stage::Checking => &mut checking,
             Stage::Sensitivity => &mut layers,
+            Stage::Search => &mut points,
         };
         bar.update(p.done, p.total, p.elapsed);
     })
     .map_err(|e| quantize_error(&args.model, e))?;
-    drop((calibrating, checking, layers));
+    drop((calibrating, checking, layers, points));
     let seconds = started.elapsed().as_secs_f64();
 
     let saved = file.save(&args.output, args.storage.external(None))?;
@@ -286,7 +302,11 @@ pub fn run(args: Args) -> Result<Outcome, CliError> {
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         model_file::write_text(path, &json)?;
     }
-    Ok(Outcome::Success)
+    // The best point found was written; the target was an accuracy check, and it failed.
+    Ok(match &report.mixed_precision {
+        Some(m) if !m.target_reached => Outcome::CheckFailed,
+        _ => Outcome::Success,
+    })
 }
 
 /// Errors about the model itself get its path; data and option errors name their own files.
@@ -419,9 +439,31 @@ fn options(args: &Args) -> Result<QuantizeOptions, CliError> {
         mode,
         check: args.check_inputs.clone().map(CalibrationData::Path),
         sensitivity: args.sensitivity.then_some(args.sensitivity_samples),
+        mixed_precision: mixed_precision(args)?,
         session,
         synthetic: super::check::synthetic_spec(&args.dims, &args.int_high)?,
     })
+}
+
+/// The search of `--target-sqnr` / `--max-16bit-share`, when asked for.
+fn mixed_precision(args: &Args) -> Result<Option<MixedPrecisionOptions>, CliError> {
+    if args.target_sqnr.is_none() && args.max_16bit_share.is_none() {
+        return Ok(None);
+    }
+    let options = MixedPrecisionOptions {
+        target_sqnr: args.target_sqnr,
+        max_16bit_share: args.max_16bit_share,
+        samples: args.sensitivity_samples,
+    };
+    options
+        .validate()
+        .map_err(|e| CliError::Usage(format!("--target-sqnr/--max-16bit-share: {e}")))?;
+    if args.dynamic {
+        return Err(CliError::Usage(
+            "--target-sqnr/--max-16bit-share search static or --weight-only quantization; --dynamic has no 16-bit form to promote layers to".into(),
+        ));
+    }
+    Ok(Some(options))
 }
 
 /// The block-wise settings of `--weight-only`.
@@ -635,6 +677,9 @@ fn text(r: &QuantizeReport, seconds: f64) -> String {
             ));
         }
     }
+    if let Some(m) = &r.mixed_precision {
+        out.push_str(&mixed_precision_text(m));
+    }
     out.push_str(&format!("time         {seconds:.2} s\n"));
     out
 }
@@ -726,6 +771,73 @@ fn weight_only_text(r: &QuantizeReport, w: &WeightOnlyReport, seconds: f64) -> S
             a.sqnr_db, a.samples, a.on
         ));
     }
+    if let Some(m) = &r.mixed_precision {
+        out.push_str(&mixed_precision_text(m));
+    }
     out.push_str(&format!("time         {seconds:.2} s\n"));
+    out
+}
+
+/// The mixed-precision front as a table, the chosen row marked, and the verdict.
+fn mixed_precision_text(m: &MixedPrecisionReport) -> String {
+    let goal = match (m.target_sqnr, m.max_16bit_share) {
+        (Some(t), Some(s)) => format!("target {t:.2} dB within {:.1} % at 16-bit", s * 100.0),
+        (Some(t), None) => format!("target {t:.2} dB"),
+        (None, Some(s)) => format!("best SQNR within {:.1} % at 16-bit", s * 100.0),
+        (None, None) => String::new(),
+    };
+    let mut out = format!(
+        "mixed        {goal}; {} candidate layers ranked alone, {} points on {} {} sample(s); promoted: {}\n",
+        m.ranking.len(),
+        m.front.len(),
+        m.samples,
+        m.on,
+        m.promotion
+    );
+    let mut rows = vec![vec![
+        String::new(),
+        "layers".to_string(),
+        "16-bit share".to_string(),
+        "weight bytes".to_string(),
+        "SQNR dB".to_string(),
+    ]];
+    for (i, p) in m.front.iter().enumerate() {
+        rows.push(vec![
+            if i == m.chosen { " >" } else { "  " }.to_string(),
+            p.promoted.to_string(),
+            format!("{:.1} %", p.share * 100.0),
+            p.weight_bytes.to_string(),
+            format!("{:.2}", p.sqnr_db),
+        ]);
+    }
+    out.push_str(&render::table(&rows));
+    let Some(chosen) = m.front.get(m.chosen) else {
+        return out;
+    };
+    let shown: Vec<&str> = m.promoted.iter().take(5).map(String::as_str).collect();
+    out.push_str(&format!(
+        "  chosen: {} layer(s) at 16-bit{}{}\n",
+        chosen.promoted,
+        if shown.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({}{})",
+                shown.join(", "),
+                if m.promoted.len() > 5 { ", …" } else { "" }
+            )
+        },
+        match m.target_sqnr {
+            Some(t) if !m.target_reached => format!(
+                "; target {t:.2} dB NOT reached (best point written, {:.2} dB)",
+                chosen.sqnr_db
+            ),
+            Some(_) => "; target reached".to_string(),
+            None => String::new(),
+        }
+    ));
+    for n in &m.not_promoted {
+        out.push_str(&format!("  not promoted: {} ({})\n", n.node, n.reason));
+    }
     out
 }

@@ -66,6 +66,45 @@ pub fn quantize_weight(
     axis: Option<usize>,
     min_real_range: Option<f32>,
 ) -> Result<QuantizedWeight, WeightError> {
+    quantize_weight_by(weight, scheme, axis, &|lo: &[f32], hi: &[f32]| {
+        lo.iter()
+            .zip(hi)
+            .map(|(&l, &h)| scheme.params(l, h, min_real_range))
+            .collect()
+    })
+}
+
+/// Quantizes a float32 constant with the given parameters (one, or one per slice along
+/// `axis`): a weight whose scales were raised after the fact (so an int32 bias fits).
+pub fn quantize_weight_with(
+    weight: &Tensor,
+    scheme: QuantScheme,
+    axis: Option<usize>,
+    params: &[QuantParams],
+) -> Result<QuantizedWeight, WeightError> {
+    quantize_weight_by(weight, scheme, axis, &|lo: &[f32], _: &[f32]| {
+        (0..lo.len())
+            .map(|c| params.get(c).or(params.first()).copied())
+            .map(|p| {
+                p.unwrap_or(QuantParams {
+                    scale: 1.0,
+                    zero_point: 0,
+                })
+            })
+            .collect()
+    })
+}
+
+/// Chooses each slice's parameters from the slices' minima and maxima.
+type ParamsOf<'a> = &'a dyn Fn(&[f32], &[f32]) -> Vec<QuantParams>;
+
+/// The parameters `params_of(min, max)` chooses from each slice's min/max, and the integers.
+fn quantize_weight_by(
+    weight: &Tensor,
+    scheme: QuantScheme,
+    axis: Option<usize>,
+    params_of: ParamsOf<'_>,
+) -> Result<QuantizedWeight, WeightError> {
     if weight.dtype() != DataType::Float {
         return Err(WeightError::NotFloat(weight.dtype()));
     }
@@ -99,11 +138,7 @@ pub fn quantize_weight(
             hi[c] = hi[c].max(x);
         }
     }
-    let params: Vec<QuantParams> = lo
-        .iter()
-        .zip(&hi)
-        .map(|(&l, &h)| scheme.params(l, h, min_real_range))
-        .collect();
+    let params = params_of(&lo, &hi);
     let q: Vec<i64> = data
         .iter()
         .enumerate()
@@ -115,6 +150,37 @@ pub fn quantize_weight(
         axis,
         dtype: scheme.dtype,
     })
+}
+
+/// The weight scales an int32 bias needs, ONNX Runtime's `_adjust_weight_scale_for_int32_bias`:
+/// where `input_scale × weight_scale` is below `1.0001 · 2·|b| / (2³² − 2)` the bias would
+/// saturate int32, so that weight scale is raised to it. `bias` holds one value per channel
+/// when `weight_scales` does (per channel), else any number (its absolute max counts).
+/// `None` when no scale changes.
+pub fn bias_safe_weight_scales(
+    bias: &[f32],
+    input_scale: f32,
+    weight_scales: &[f32],
+) -> Option<Vec<f32>> {
+    let qrange = i32::MAX as f64 - (i32::MIN as f64 + 1.0);
+    let smallest = |absmax: f64| 1.0001 * 2.0 * absmax / qrange;
+    let per_channel = weight_scales.len() > 1 || bias.len() == 1;
+    let mut out = weight_scales.to_vec();
+    let mut changed = false;
+    for (c, w) in out.iter_mut().enumerate() {
+        let absmax = if per_channel {
+            bias.get(c).map_or(0.0, |b| f64::from(b.abs()))
+        } else {
+            bias.iter().fold(0.0f64, |m, b| m.max(f64::from(b.abs())))
+        };
+        let candidate = f64::from(input_scale) * f64::from(*w);
+        let need = smallest(absmax);
+        if candidate > 0.0 && candidate < need {
+            *w = (f64::from(*w) * (need / candidate)) as f32;
+            changed = true;
+        }
+    }
+    changed.then_some(out)
 }
 
 /// Quantizes a bias to int32 with scale `input_scale × weight_scale[c]` and zero point 0, so
@@ -219,6 +285,50 @@ mod tests {
             quantize_weight(&w, s, Some(2), None),
             Err(WeightError::Axis { axis: 2, rank: 2 })
         ));
+    }
+
+    #[test]
+    fn given_parameters_are_used_as_they_are() {
+        let w = Tensor::from_vec(vec![2, 2], vec![-1.0f32, 0.5, 0.25, 1.27]).unwrap();
+        let s = QuantScheme::new(QuantType::Int8, true);
+        let p = |scale| QuantParams {
+            scale,
+            zero_point: 0,
+        };
+        let q = quantize_weight_with(&w, s, Some(0), &[p(0.1), p(0.01)]).unwrap();
+        assert_eq!(q.values.to_vec::<i8>().unwrap(), vec![-10, 5, 25, 127]);
+        assert_eq!(q.params, vec![p(0.1), p(0.01)]);
+        // The same as quantize_weight when they are its parameters.
+        let auto = quantize_weight(&w, s, None, None).unwrap();
+        assert_eq!(
+            quantize_weight_with(&w, s, None, &auto.params).unwrap(),
+            auto
+        );
+    }
+
+    #[test]
+    fn weight_scales_rise_only_where_the_bias_would_saturate() {
+        // 2^31 · 1e-9 ≈ 2.1: a bias of 5 does not fit scale 1e-9, 1 does.
+        let need = 1.0001 * 2.0 * 5.0 / (i32::MAX as f64 - (i32::MIN as f64 + 1.0));
+        let s = bias_safe_weight_scales(&[1.0, 5.0], 1e-4, &[1e-5, 1e-5]).unwrap();
+        assert_eq!(s[0], 1e-5);
+        assert!(
+            ((1e-4 * f64::from(s[1])) / need - 1.0).abs() < 1e-6,
+            "{s:?}"
+        );
+        let (q, _, sat) = quantize_bias(
+            &Tensor::from_vec(vec![2], vec![1.0f32, 5.0]).unwrap(),
+            1e-4,
+            &s,
+        )
+        .unwrap();
+        assert_eq!(sat, 0, "{:?}", q.to_vec::<i32>());
+        // Per tensor: the largest magnitude decides.
+        let s = bias_safe_weight_scales(&[1.0, -5.0], 1e-4, &[1e-5]).unwrap();
+        assert!(s[0] > 1e-5);
+        // Nothing to raise, or nothing to raise from (a zero scale).
+        assert_eq!(bias_safe_weight_scales(&[1.0, 5.0], 1.0, &[1.0, 1.0]), None);
+        assert_eq!(bias_safe_weight_scales(&[5.0], 0.0, &[1e-9]), None);
     }
 
     #[test]

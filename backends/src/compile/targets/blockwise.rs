@@ -21,15 +21,19 @@ pub fn run(
 ) -> Result<(QuantizeReport, String), CompileError> {
     let min = cx.profile.quantization.weights.min_elements.unwrap_or(0) as usize;
     config.exclude_nodes = small_weight_nodes(&mut model.graph, &config, min);
+    let mixed_precision = super::quantized::mixed_precision(&cx.profile);
     let options = QuantizeOptions {
         config: cx.profile.quant_config(),
         optimize: None,
         mode: Mode::WeightOnly {
             config: config.clone(),
-            samples: (config.method != WeightMethod::Rtn).then(|| cx.calibration.clone()),
+            // RTN reads no data; calibrated methods and the mixed-precision search do.
+            samples: (config.method != WeightMethod::Rtn || mixed_precision.is_some())
+                .then(|| cx.calibration.clone()),
         },
         check: None,
         sensitivity: None,
+        mixed_precision,
         session: cx.session.clone(),
         synthetic: cx.synthetic.clone(),
     };
@@ -52,6 +56,12 @@ pub fn run(
         line.push_str(&format!(
             "; {} below {min} elements kept float",
             config.exclude_nodes.len()
+        ));
+    }
+    if let Some(m) = &report.mixed_precision {
+        line.push_str(&format!(
+            "; {} kept as float16 by mixed precision",
+            m.promoted.len()
         ));
     }
     Ok((report, line))

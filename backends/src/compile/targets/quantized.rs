@@ -8,7 +8,10 @@ use super::super::error::CompileError;
 use super::super::Context;
 use crate::calibrate::{CalibrationOptions, Method};
 use crate::profile::CalibrationMethod;
-use crate::quantize::{quantize, Mode, QuantizeOptions, QuantizeReport, RangeSource};
+use crate::quantize::mixed_precision::DEFAULT_SAMPLES;
+use crate::quantize::{
+    quantize, MixedPrecisionOptions, Mode, QuantizeOptions, QuantizeReport, RangeSource,
+};
 
 /// Quantizes `model` with `config` and the profile's calibration; the optimize pipeline
 /// already ran in the driver.
@@ -39,10 +42,24 @@ pub fn run(
         },
         check: None,
         sensitivity: None,
+        mixed_precision: mixed_precision(&cx.profile),
         session: cx.session.clone(),
         synthetic: cx.synthetic.clone(),
     };
     quantize(model, &options, &mut |_, _| {}).map_err(|e| CompileError::Quantize(Box::new(e)))
+}
+
+/// The profile's mixed-precision search (`quantization.mixed_precision`), measured on the
+/// first calibration samples.
+pub fn mixed_precision(profile: &crate::profile::Profile) -> Option<MixedPrecisionOptions> {
+    profile
+        .quantization
+        .mixed_precision
+        .map(|m| MixedPrecisionOptions {
+            target_sqnr: m.target_sqnr,
+            max_16bit_share: m.max_16bit_share,
+            samples: DEFAULT_SAMPLES,
+        })
 }
 
 /// Fixed output ranges of the profile, as overrides on the outputs of the ops they name.

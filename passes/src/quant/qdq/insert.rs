@@ -7,10 +7,13 @@ use crate::pipeline::Changes;
 use crate::quant::config::QuantConfig;
 use crate::quant::ranges::{Range, Ranges};
 use crate::quant::scheme::{QuantParams, QuantScheme, QuantType};
-use crate::quant::weights::{int_tensor, params_tensor_f32, quantize_bias, quantize_weight};
+use crate::quant::weights::{
+    bias_safe_weight_scales, int_tensor, params_tensor_f32, quantize_bias, quantize_weight,
+    quantize_weight_with,
+};
 use crate::tensor::Tensor;
 
-use super::plan::{Layout, Source};
+use super::plan::{BiasUse, Layout, Source};
 use super::select::node_id;
 use super::{QdqError, QdqSummary, QuantizedTensor, TensorKind};
 
@@ -52,6 +55,7 @@ fn drop_if_unused(g: &mut Graph, v: ValueRef) {
 /// A weight once stored: its parameters and the scale / zero-point values.
 struct StoredWeight {
     params: Vec<QuantParams>,
+    values: ValueRef,
     scale: ValueRef,
     zero_point: ValueRef,
 }
@@ -158,12 +162,10 @@ pub(crate) fn rewrite(
         });
         stored.push(StoredWeight {
             params: q.params,
+            values,
             scale,
             zero_point,
         });
-    }
-    for spec in &layout.weights {
-        drop_if_unused(g, spec.value);
     }
     changes.add("weights", layout.weights.len());
 
@@ -322,16 +324,15 @@ pub(crate) fn rewrite(
     }
     changes.add("activations", n_q);
 
+    raise_scales_for_bias(g, layout, &groups, &group_of, &mut stored, &mut tensors)?;
+    // The float weights go only now: a scale raised for a bias requantizes from them.
+    for spec in &layout.weights {
+        drop_if_unused(g, spec.value);
+    }
+
     let mut saturated_bias = 0;
     for b in &layout.biases {
-        let mut t = g
-            .constant(b.value)
-            .cloned()
-            .ok_or_else(|| QdqError::Internal(format!("bias '{}' is gone", b.name)))?;
-        if b.beta != 1.0 {
-            let scaled: Vec<f32> = t.to_vec::<f32>()?.iter().map(|x| x * b.beta).collect();
-            t = Tensor::from_vec(t.shape().to_vec(), scaled)?;
-        }
+        let t = bias_values(g, b)?;
         let x_scale = groups[group_of[b.input]].params.scale;
         let w_scales: Vec<f32> = stored[b.weight].params.iter().map(|p| p.scale).collect();
         let (q, scales, saturated) =
@@ -394,6 +395,81 @@ pub(crate) fn rewrite(
         saturated_bias,
         changes,
     })
+}
+
+/// The float bias of `b`, with Gemm's beta folded in.
+fn bias_values(g: &Graph, b: &BiasUse) -> Result<Tensor, QdqError> {
+    let t = g
+        .constant(b.value)
+        .cloned()
+        .ok_or_else(|| QdqError::Internal(format!("bias '{}' is gone", b.name)))?;
+    if b.beta == 1.0 {
+        return Ok(t);
+    }
+    let scaled: Vec<f32> = t.to_vec::<f32>()?.iter().map(|x| x * b.beta).collect();
+    Ok(Tensor::from_vec(t.shape().to_vec(), scaled)?)
+}
+
+/// ONNX Runtime's weight adjustment for int32 biases: where input scale × weight scale is too
+/// small for a bias to fit int32 (16-bit activations with int16 weights), the symmetric weight
+/// is requantized with the scale raised just enough, rather than the bias saturating.
+fn raise_scales_for_bias(
+    g: &mut Graph,
+    layout: &Layout,
+    groups: &[GroupParams],
+    group_of: &[usize],
+    stored: &mut [StoredWeight],
+    tensors: &mut [QuantizedTensor],
+) -> Result<(), QdqError> {
+    for b in &layout.biases {
+        let spec = &layout.weights[b.weight];
+        let w = &stored[b.weight];
+        let symmetric_int = matches!(spec.scheme.dtype, QuantType::Int8 | QuantType::Int16)
+            && w.params.iter().all(|p| p.zero_point == 0);
+        // A Gather output takes its table's parameters: those stay as they are.
+        let shared = layout
+            .acts
+            .iter()
+            .any(|a| a.source == Source::FromWeight(b.weight));
+        if !symmetric_int || shared {
+            continue;
+        }
+        let bias = bias_values(g, b)?.to_vec::<f32>()?;
+        let x_scale = groups[group_of[b.input]].params.scale;
+        let scales: Vec<f32> = w.params.iter().map(|p| p.scale).collect();
+        let Some(raised) = bias_safe_weight_scales(&bias, x_scale, &scales) else {
+            continue;
+        };
+        let params: Vec<QuantParams> = raised
+            .iter()
+            .map(|&scale| QuantParams {
+                scale,
+                zero_point: 0,
+            })
+            .collect();
+        let t = g
+            .constant(spec.value)
+            .cloned()
+            .ok_or_else(|| QdqError::Internal(format!("weight '{}' is gone", spec.name)))?;
+        let q = quantize_weight_with(&t, spec.scheme, spec.axis, &params).map_err(|source| {
+            QdqError::Weight {
+                name: spec.name.clone(),
+                source,
+            }
+        })?;
+        set_constant(g, w.values, q.values.clone());
+        set_constant(g, w.scale, q.scale_tensor());
+        tensors[b.weight].scales = raised;
+        stored[b.weight].params = q.params;
+    }
+    Ok(())
+}
+
+/// Replaces the tensor of the constant producing `v`.
+fn set_constant(g: &mut Graph, v: ValueRef, t: Tensor) {
+    if let Some(NodeKind::Constant { value, .. }) = g.node_mut(v.node).map(|n| &mut n.kind) {
+        *value = t;
+    }
 }
 
 /// Sets (or adds) a FLOAT attribute.

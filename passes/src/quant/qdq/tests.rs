@@ -287,6 +287,87 @@ fn bias_is_int32_with_input_times_weight_scale() {
 }
 
 #[test]
+fn a_weight_scale_rises_where_its_int32_bias_would_saturate() {
+    // uint16 input over [0, 1e-3] and int16 weights: scale products near 5e-13, so a bias
+    // of 0.5 needs ~1e12 steps, beyond int32; ORT raises the weight scale instead.
+    let mut b = B::new();
+    let x = b.input("x", &[1, 2, 4, 4]);
+    let c = b.conv("conv", x, "c", 2);
+    b.output(c);
+    let mut m = b.m;
+    m.opset_import[0].version = 21;
+    let sixteen = |dtype| TensorOverride {
+        dtype: Some(dtype),
+        symmetric: Some(dtype == QuantType::Int16),
+        range: None,
+    };
+    let mut c16 = cfg();
+    c16.overrides.insert("x".into(), sixteen(QuantType::Uint16));
+    c16.overrides.insert("c".into(), sixteen(QuantType::Uint16));
+    c16.overrides
+        .insert("conv.weight".into(), sixteen(QuantType::Int16));
+    // The scales the weight alone gives (what an 8-bit input keeps, below).
+    let conv_weight = Tensor::from_vec(
+        vec![3, 2, 1, 1],
+        (0..6)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0 * (1.0 + i as f32 / 6.0))
+            .collect(),
+    )
+    .unwrap();
+    let own = |dtype| -> Vec<f32> {
+        crate::quant::weights::quantize_weight(
+            &conv_weight,
+            QuantScheme::new(dtype, true),
+            Some(0),
+            None,
+        )
+        .unwrap()
+        .params
+        .iter()
+        .map(|p| p.scale)
+        .collect()
+    };
+    let before = own(QuantType::Int16);
+    let (_, s) = quantize_with(&mut m, &c16, &[("x", Range::new(0.0, 1e-3))]);
+    assert_eq!(s.saturated_bias, 0);
+    let x_scale = tensor(&s, "x", TensorKind::Activation).scales[0];
+    let w = tensor(&s, "conv.weight", TensorKind::Weight);
+    assert_eq!(w.dtype, QuantType::Int16);
+    let qrange = i32::MAX as f64 - (i32::MIN as f64 + 1.0);
+    for ((ws, bias), old) in w.scales.iter().zip([0.5f64, -0.25, 0.125]).zip(&before) {
+        let need = 1.0001 * 2.0 * bias.abs() / qrange;
+        let product = f64::from(x_scale) * f64::from(*ws);
+        assert!(
+            product >= need * (1.0 - 1e-6) && product <= need * 1.001,
+            "{product} {need}"
+        );
+        assert!(ws > old, "{ws} <= {old}");
+    }
+    // The stored integers are the weight requantized with the raised scales.
+    let g = &m.graph;
+    let dq = feeder(g, "conv", 1);
+    let (scale, _) = params_of(g, dq);
+    let stored: Vec<f32> = g.constant(scale).unwrap().to_vec().unwrap();
+    assert_eq!(stored, w.scales);
+    let q: Vec<i16> = g
+        .constant(g.input(dq, 0).unwrap())
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert!(q.iter().all(|v| v.unsigned_abs() < 32767), "{q:?}");
+    // With an 8-bit input the products are large enough: nothing changes.
+    let mut b = B::new();
+    let x = b.input("x", &[1, 2, 4, 4]);
+    let c = b.conv("conv", x, "c", 2);
+    b.output(c);
+    let mut m8 = b.m;
+    let (_, s8) = quantize_with(&mut m8, &cfg(), &[]);
+    let w8 = tensor(&s8, "conv.weight", TensorKind::Weight);
+    let auto_scales = own(QuantType::Int8);
+    assert_eq!(w8.scales, auto_scales);
+}
+
+#[test]
 fn a_bias_that_cannot_be_quantized_stays_float() {
     // A per-channel Gemm weight with a bias broadcast over rows (shape [1, N]) cannot take a
     // 1-D per-channel scale: the bias stays float (ORT's tool crashes on this).
