@@ -257,6 +257,10 @@ fn a_user_profile_extending_hexagon_with_uint16_shows_in_the_model() {
                 .is_some_and(|z| z.dtype() == DataType::Uint16)
     });
     assert!(u16.count() > 0, "no uint16 QuantizeLinear");
+    // Shapes are inferred through the com.microsoft Q/DQ (before, every node after one had an
+    // unknown shape and went to the CPU as "dynamic-shape").
+    let r = report(&out);
+    assert_eq!(r["partition"]["cpu"]["nodes"], 0, "{}", r["partition"]);
 }
 
 #[test]

@@ -29,6 +29,14 @@ pub fn dequantize(ctx: &Ctx) -> Option<Vec<Ty>> {
     Some(vec![Ty::tensor(elem, ctx.shape(0).map(<[Dim]>::to_vec))])
 }
 
+/// ONNX Runtime's `com.microsoft` DequantizeLinear: the scale's type (float or float16).
+pub fn dequantize_contrib(ctx: &Ctx) -> Option<Vec<Ty>> {
+    Some(vec![Ty::tensor(
+        ctx.elem(1),
+        ctx.shape(0).map(<[Dim]>::to_vec),
+    )])
+}
+
 /// DynamicQuantizeLinear: uint8 data, float scale, uint8 zero point.
 pub fn dynamic_quantize(ctx: &Ctx) -> Option<Vec<Ty>> {
     Some(vec![
@@ -76,5 +84,45 @@ mod tests {
             1,
         );
         assert_eq!(out_type(&m, 0), "float16[n]");
+    }
+
+    /// ONNX Runtime's 16-bit Q/DQ (below opset 21) carry types and shapes through.
+    #[test]
+    fn microsoft_quantize_and_dequantize_are_inferred() {
+        use crate::ir::{Model, Node, ValueRef};
+        use crate::pipeline::Pass;
+
+        let mut m = Model::new(13);
+        let ins = add_inputs(
+            &mut m,
+            &[
+                f32_in(&["n", "4"]),
+                In::Const(Tensor::scalar(0.001f32)),
+                In::Const(Tensor::scalar(32768u16)),
+            ],
+        );
+        let [Some(x), Some(scale), Some(zero)] = ins[..] else {
+            panic!("three inputs")
+        };
+        let g = &mut m.graph;
+        let q = g.add_node(Node::op("QuantizeLinear", "q", &["q"]).with_domain("com.microsoft"));
+        for (slot, v) in [x, scale, zero].into_iter().enumerate() {
+            g.connect(v, q, slot);
+        }
+        let dq =
+            g.add_node(Node::op("DequantizeLinear", "dq", &["y"]).with_domain("com.microsoft"));
+        for (slot, v) in [ValueRef::new(q, 0), scale, zero].into_iter().enumerate() {
+            g.connect(v, dq, slot);
+        }
+        for n in [q, dq] {
+            if let Some(node) = g.node_mut(n) {
+                node.input_arity = 3;
+            }
+        }
+        crate::infer::InferShapes.run(&mut m).unwrap();
+        m.graph.verify().unwrap();
+        let ty = |n| crate::ir::describe_type(m.graph[n].outputs[0].ty.as_ref());
+        assert_eq!(ty(q), "uint16[n,4]");
+        assert_eq!(ty(dq), "float32[n,4]");
     }
 }

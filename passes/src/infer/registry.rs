@@ -1,4 +1,6 @@
-//! Which rule infers which operator (default ONNX domain only; other domains stay unknown).
+//! Which rule infers which operator: the default ONNX domain, plus ONNX Runtime's
+//! `com.microsoft` QuantizeLinear/DequantizeLinear (16-bit Q/DQ below opset 21, which Kiln
+//! writes itself); other domains stay unknown.
 
 use super::ctx::Ctx;
 use super::ty::Ty;
@@ -117,6 +119,15 @@ const REDUCE: &[&str] = &[
 
 /// The rule for `op_type` in `domain`, if Kiln has one.
 pub fn rule(domain: &str, op_type: &str) -> Option<Rule> {
+    if domain == "com.microsoft" {
+        // Without these, every node after a 16-bit Q/DQ had an unknown shape, and a profile
+        // that places nodes by static shape sent them all to the CPU.
+        return match op_type {
+            "QuantizeLinear" => Some(quant::quantize),
+            "DequantizeLinear" => Some(quant::dequantize_contrib),
+            _ => None,
+        };
+    }
     if !(domain.is_empty() || domain == "ai.onnx") {
         return None;
     }
