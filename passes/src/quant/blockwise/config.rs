@@ -80,6 +80,9 @@ pub struct BlockwiseConfig {
     pub gptq: GptqOptions,
     /// AWQ's settings (read when `method` is [`WeightMethod::Awq`]).
     pub awq: AwqOptions,
+    /// GPTQ/AWQ: collect each stage's statistics on the model with the earlier stages
+    /// already quantized, one stage at a time (see [`sequential`](super::sequential)).
+    pub sequential: bool,
 }
 
 impl Default for BlockwiseConfig {
@@ -95,6 +98,7 @@ impl Default for BlockwiseConfig {
             embeddings: false,
             gptq: GptqOptions::default(),
             awq: AwqOptions::default(),
+            sequential: false,
         }
     }
 }
