@@ -159,6 +159,7 @@ impl Profile {
             embeddings: w.embeddings,
             gptq: Default::default(),
             awq: Default::default(),
+            sequential: w.sequential,
         })
     }
 

@@ -144,6 +144,8 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
          #               an output-error clip search per block, from the calibration data)\n\
          #   lm_head     true | false: the MatMul/Gemm feeding a graph output too\n\
          #   embeddings  true | false: Gather embedding tables too (always qdq)\n\
+         #   sequential  true | false: with awq, the integers chosen stage by stage, each on statistics\n\
+         #               of the model with the earlier stages quantized\n\
          #   min_elements N: smaller weights stay float\n\
          #\n\
          # Check it:        kiln profile check FILE\n\

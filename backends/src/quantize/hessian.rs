@@ -126,14 +126,27 @@ pub(super) fn collect(
     })
 }
 
-/// A [`Gptq`] quantizer with each weight's Hessian: its activation's (shared, not copied,
-/// between weights reading the same input), or the sum over the activations it multiplies
-/// when several nodes read it. A weight left without one is rounded to nearest.
+/// A [`Gptq`] quantizer with each weight's Hessian (see [`by_weight`]). A weight left
+/// without one is rounded to nearest.
 pub(super) fn quantizer(
     inputs: &[LinearInput],
     hessians: BTreeMap<String, Hessian>,
     options: GptqOptions,
 ) -> Gptq {
+    let mut gptq = Gptq::new(options);
+    for (weight, h) in by_weight(inputs, hessians) {
+        gptq.insert(weight, h);
+    }
+    gptq
+}
+
+/// Each weight's Hessian: its activation's (shared, not copied, between weights reading the
+/// same input), or the sum over the activations it multiplies when several nodes read it.
+/// A weight whose activations' K differ gets none.
+pub(super) fn by_weight(
+    inputs: &[LinearInput],
+    hessians: BTreeMap<String, Hessian>,
+) -> BTreeMap<String, Arc<Hessian>> {
     let shared: BTreeMap<String, Arc<Hessian>> = hessians
         .into_iter()
         .map(|(name, h)| (name, Arc::new(h)))
@@ -145,7 +158,7 @@ pub(super) fn quantizer(
             acts.push(li.activation.as_str());
         }
     }
-    let mut gptq = Gptq::new(options);
+    let mut out = BTreeMap::new();
     for (weight, acts) in by_weight {
         let mut hs = acts.iter().filter_map(|a| shared.get(*a));
         let Some(first) = hs.next() else {
@@ -158,13 +171,17 @@ pub(super) fn quantizer(
             ok &= s.merge(h).is_ok();
         }
         match (sum, ok) {
-            (None, _) => gptq.insert(weight, first.clone()),
-            (Some(s), true) => gptq.insert(weight, Arc::new(s)),
+            (None, _) => {
+                out.insert(weight.to_string(), first.clone());
+            }
+            (Some(s), true) => {
+                out.insert(weight.to_string(), Arc::new(s));
+            }
             // Differing K: no statistics, the quantizer says so and rounds to nearest.
             (Some(_), false) => {}
         }
     }
-    gptq
+    out
 }
 
 #[cfg(test)]

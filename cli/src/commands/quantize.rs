@@ -179,6 +179,11 @@ pub struct Args {
     /// apply).
     #[arg(long, requires = "weight_only")]
     awq_gptq: bool,
+    /// GPTQ/AWQ: choose the integers stage by stage in graph order, each stage's statistics
+    /// collected on the model with the earlier stages already quantized (one model run per
+    /// stage; only one stage's Hessians held).
+    #[arg(long, requires = "weight_only")]
+    sequential: bool,
     /// Block-wise weights unsigned with a zero point per block (default: signed, symmetric).
     #[arg(long, requires = "weight_only")]
     asymmetric_weights: bool,
@@ -450,6 +455,12 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
             "--gptq-clip needs --weight-method gptq (AWQ clips unless --awq-no-clip)".into(),
         ));
     }
+    if args.sequential && method == WeightMethod::Rtn {
+        return Err(CliError::Usage(
+            "--sequential needs --weight-method gptq or awq (rounding to nearest uses no statistics)"
+                .into(),
+        ));
+    }
     if method != WeightMethod::Rtn && args.calibration.is_none() && args.synthetic.is_none() {
         return Err(CliError::Usage(format!(
             "--weight-method {method} needs calibration data: give --calibration DATA (or --synthetic N for a placeholder)"
@@ -494,6 +505,7 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
             gptq: args.awq_gptq.then_some(gptq),
             ..AwqOptions::default()
         },
+        sequential: args.sequential,
     };
     config.validate().map_err(|e| match e {
         ConfigError::BlockSize(_) => CliError::Usage(format!("--block-size: {e}")),
