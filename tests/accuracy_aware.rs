@@ -661,3 +661,33 @@ fn sequential_statistics_beat_one_pass_gptq_on_llama_tiny() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// `config` sequential, each weight aiming at the float model's output (`--float-target`).
+fn float_target(config: BlockwiseConfig) -> BlockwiseConfig {
+    BlockwiseConfig {
+        float_target: true,
+        ..sequential(config)
+    }
+}
+
+#[test]
+fn the_float_target_gains_most_on_llama_tiny() {
+    // Measured (held-out logits, int4, GPTQ + clip): block 32 20.46 dB (+2.20 over RTN's
+    // 18.26; one pass +1.54, sequential alone +1.69); block 128 19.98 (+2.77 over 17.21; one
+    // pass +1.72). AWQ + GPTQ with the float target: +2.20 (block 32), +2.32 (block 128). The
+    // 3 dB are not reached. Asserted: the measured gains less about a third.
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = check_gains(
+        "llama_tiny",
+        32,
+        &[("GPTQ + clip ft", float_target(gptq(32, false, true)), 1.8)],
+        dir.path(),
+    );
+    failures.extend(check_gains(
+        "llama_tiny",
+        128,
+        &[("GPTQ + clip ft", float_target(gptq(128, false, true)), 2.2)],
+        dir.path(),
+    ));
+    assert!(failures.is_empty(), "{failures:#?}");
+}

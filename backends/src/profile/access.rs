@@ -160,6 +160,7 @@ impl Profile {
             gptq: Default::default(),
             awq: Default::default(),
             sequential: w.sequential,
+            float_target: false,
         })
     }
 

@@ -184,6 +184,11 @@ pub struct Args {
     /// stage; only one stage's Hessians held).
     #[arg(long, requires = "weight_only")]
     sequential: bool,
+    /// With --sequential: each weight's integers aim at the float model's output rather than
+    /// its own output on the partially quantized model (GPTAQ's asymmetric objective; one more
+    /// float run per stage, its stage inputs held for all samples).
+    #[arg(long, requires = "sequential")]
+    float_target: bool,
     /// Block-wise weights unsigned with a zero point per block (default: signed, symmetric).
     #[arg(long, requires = "weight_only")]
     asymmetric_weights: bool,
@@ -506,6 +511,7 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
             ..AwqOptions::default()
         },
         sequential: args.sequential,
+        float_target: args.float_target,
     };
     config.validate().map_err(|e| match e {
         ConfigError::BlockSize(_) => CliError::Usage(format!("--block-size: {e}")),

@@ -83,6 +83,10 @@ pub struct BlockwiseConfig {
     /// GPTQ/AWQ: collect each stage's statistics on the model with the earlier stages
     /// already quantized, one stage at a time (see [`sequential`](super::sequential)).
     pub sequential: bool,
+    /// With `sequential`: each weight's target is the float model's output, not its own
+    /// output on the partially quantized model (see
+    /// [`corrected_weight`](super::sequential::corrected_weight)).
+    pub float_target: bool,
 }
 
 impl Default for BlockwiseConfig {
@@ -99,6 +103,7 @@ impl Default for BlockwiseConfig {
             gptq: GptqOptions::default(),
             awq: AwqOptions::default(),
             sequential: false,
+            float_target: false,
         }
     }
 }

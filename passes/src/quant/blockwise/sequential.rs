@@ -170,6 +170,23 @@ pub fn quantize_stage(
     quantizer: &(dyn BlockQuantizer + Sync),
     out: &mut Precomputed,
 ) -> Vec<StageSkip> {
+    quantize_stage_towards(model, stage, params, quantizer, &|_, _, _, _| None, out)
+}
+
+/// The weight a stage quantizes instead of `w` (`[k, n]`, named by the first argument), if
+/// any: see [`corrected_weight`].
+pub type Target<'a> = dyn Fn(&str, &[f32], usize, usize) -> Option<Vec<f32>> + Sync + 'a;
+
+/// [`quantize_stage`], each weight's integers chosen for the values `target` gives (when it
+/// gives some) rather than its own; they are still kept for, and met with, its own values.
+pub fn quantize_stage_towards(
+    model: &mut Model,
+    stage: &[LinearInput],
+    params: BlockParams,
+    quantizer: &(dyn BlockQuantizer + Sync),
+    target: &Target,
+    out: &mut Precomputed,
+) -> Vec<StageSkip> {
     let mut weights: Vec<(&str, usize)> = Vec::new();
     for li in stage {
         if !weights.iter().any(|(w, _)| *w == li.weight) {
@@ -180,7 +197,7 @@ pub fn quantize_stage(
     let done: Vec<(String, Result<Choice, String>)> = weights
         .par_iter()
         .map(|&(name, k_axis)| {
-            let r = choose(graph, name, k_axis, params, quantizer);
+            let r = choose(graph, name, k_axis, params, quantizer, target);
             (name.to_string(), r)
         })
         .collect();
@@ -216,6 +233,7 @@ fn choose(
     k_axis: usize,
     params: BlockParams,
     quantizer: &(dyn BlockQuantizer + Sync),
+    target: &Target,
 ) -> Result<Choice, String> {
     let v = graph
         .find_value(name)
@@ -224,7 +242,10 @@ fn choose(
         .constant(v)
         .ok_or_else(|| "not a constant".to_string())?;
     let m = matrix(t, k_axis, 1.0)?;
-    let q = quantizer.quantize(name, &m.data, m.k, m.n, params)?;
+    let q = match target(name, &m.data, m.k, m.n) {
+        Some(t) => quantizer.quantize(name, &t, m.k, m.n, params)?,
+        None => quantizer.quantize(name, &m.data, m.k, m.n, params)?,
+    };
     let deq = q.dequantized();
     let back = if k_axis == 0 {
         deq
@@ -237,6 +258,106 @@ fn choose(
         quantized: q,
     };
     Ok((chosen, t))
+}
+
+/// `X_qᵀ X_f` of a MatMul input over calibration data: its rows in the partially quantized
+/// model (`X_q`) against the same rows in the float model (`X_f`), row-major `K × K`, f64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossMoment {
+    k: usize,
+    m: Vec<f64>,
+    rows: u64,
+}
+
+impl CrossMoment {
+    /// Empty, for inputs of `k` features.
+    pub fn new(k: usize) -> CrossMoment {
+        CrossMoment {
+            k,
+            m: vec![0.0; k * k],
+            rows: 0,
+        }
+    }
+
+    /// Rows folded in.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Folds in the rows of `xq` and `xf` (the same rows, `[rows, K]` each); a pair with a
+    /// non-finite value is left out, as [`Hessian`](super::Hessian) leaves the row out.
+    pub fn add_pairs(&mut self, xq: &[f32], xf: &[f32]) -> Result<(), String> {
+        let k = self.k;
+        if k == 0 || xq.len() != xf.len() || !xq.len().is_multiple_of(k) {
+            return Err(format!(
+                "{} and {} values are not the same rows of {k} features",
+                xq.len(),
+                xf.len()
+            ));
+        }
+        for (q, f) in xq.chunks_exact(k).zip(xf.chunks_exact(k)) {
+            if !q.iter().all(|v| v.is_finite()) {
+                continue;
+            }
+            for (i, &qi) in q.iter().enumerate() {
+                if qi == 0.0 {
+                    continue;
+                }
+                let row = &mut self.m[i * k..(i + 1) * k];
+                for (r, &fj) in row.iter_mut().zip(f) {
+                    *r += f64::from(qi) * f64::from(fj);
+                }
+            }
+            self.rows += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The weight whose GPTQ on the partially quantized model's inputs minimizes the distance to
+/// the *float* model's output, `‖X_f W − X_q Ŵ‖²` (the asymmetric objective of GPTAQ, Li et al.
+/// 2025; the GPTQ paper's error-correcting target): `W' = W + (H + λI)⁻¹ X_qᵀ(X_f − X_q) W`
+/// with `H = X_qᵀX_q` and GPTQ's dampening `λ = damp · mean(diag H)`; then
+/// `‖X_f W − X_q Ŵ‖² = ‖X_f W − X_q W'‖² + ‖X_q (W' − Ŵ)‖²`, the second GPTQ's loss.
+pub fn corrected_weight(
+    w: &[f32],
+    k: usize,
+    n: usize,
+    h: &super::Hessian,
+    cross: &CrossMoment,
+    damp: f64,
+) -> Result<Vec<f32>, String> {
+    if h.k() != k || cross.k != k || w.len() != k * n {
+        return Err("the statistics do not match the weight's K".into());
+    }
+    let mut hd = h.dense();
+    let mean = (0..k).map(|i| hd[i * k + i]).sum::<f64>() / k as f64;
+    // D = X_qᵀX_f − X_qᵀX_q.
+    let d: Vec<f64> = cross.m.iter().zip(&hd).map(|(c, h)| c - h).collect();
+    for i in 0..k {
+        if hd[i * k + i] == 0.0 {
+            hd[i * k + i] = 1.0;
+        }
+        hd[i * k + i] += damp * mean.max(f64::MIN_POSITIVE);
+    }
+    let u = super::linalg::upper_cholesky_of_inverse(hd, k)
+        .map_err(|_| "the dampened Hessian is not positive definite".to_string())?;
+    // Z = Uᵀ U D W, column by column.
+    let mut out = w.to_vec();
+    let (mut a, mut b) = (vec![0f64; k], vec![0f64; k]);
+    for c in 0..n {
+        for (i, ai) in a.iter_mut().enumerate() {
+            *ai = (0..k).map(|j| d[i * k + j] * f64::from(w[j * n + c])).sum();
+        }
+        for (i, bi) in b.iter_mut().enumerate() {
+            *bi = (i..k).map(|j| u[i * k + j] * a[j]).sum();
+        }
+        for i in 0..k {
+            let z: f64 = (0..=i).map(|j| u[j * k + i] * b[j]).sum();
+            out[i * n + c] += z as f32;
+        }
+    }
+    Ok(out)
 }
 
 /// The `[n, k]` transpose of the row-major `[k, n]` matrix `m`.

@@ -265,3 +265,28 @@ fn values_met_changed_are_rounded_and_listed() {
     assert_eq!(q, quantize_rtn(&w, K, K, params).unwrap());
     assert_eq!(chosen.fallbacks().len(), 1);
 }
+
+#[test]
+fn the_float_target_undoes_a_change_of_the_inputs() {
+    let (k, n, rows) = (8, 3, 64);
+    let xf = values(rows * k, 5);
+    let w = values(k * n, 6);
+    let stats = |xq: &[f32]| {
+        let mut h = Hessian::new(k);
+        h.add_rows(xq).unwrap();
+        let mut c = CrossMoment::new(k);
+        c.add_pairs(xq, &xf).unwrap();
+        (h, c)
+    };
+    // Same inputs: the weight itself.
+    let (h, c) = stats(&xf);
+    let same = corrected_weight(&w, k, n, &h, &c, 1e-9).unwrap();
+    assert!(same.iter().zip(&w).all(|(a, b)| (a - b).abs() < 1e-4));
+    // Inputs doubled: half the weight gives the float output again.
+    let doubled: Vec<f32> = xf.iter().map(|v| v * 2.0).collect();
+    let (h, mut c) = stats(&doubled);
+    let half = corrected_weight(&w, k, n, &h, &c, 1e-9).unwrap();
+    assert!(half.iter().zip(&w).all(|(a, b)| (a - b / 2.0).abs() < 1e-4));
+    assert!(corrected_weight(&w, k + 1, n, &h, &c, 0.01).is_err());
+    assert!(c.add_pairs(&xf[..k], &xf[..2 * k]).is_err());
+}
