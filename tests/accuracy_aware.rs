@@ -14,8 +14,9 @@
 //! on the held-out samples.
 //!
 //! The issue asks the accuracy-aware method to beat RTN by 3 dB on the tiny decoder's logits.
-//! None does: the best measured is +1.9 dB (AWQ then GPTQ, block 32) and +1.7 dB (GPTQ with the
-//! clip search, block 128). llama_tiny's weights are random and its projections' inputs nearly
+//! None does: one pass, the best measured is +1.9 dB (AWQ then GPTQ, block 32) and +1.7 dB (GPTQ
+//! with the clip search, block 128); with sequential statistics aiming at the float model's
+//! output (`--sequential --float-target`), GPTQ with the clip search reaches +2.2 and +2.8 dB. llama_tiny's weights are random and its projections' inputs nearly
 //! isotropic. The LM head carries half the logits error with RTN; its input covariance has
 //! eigenvalues whose arithmetic mean is 1.19 dB above their geometric mean — the most any
 //! choice of integers on a fixed grid can gain there — and a diagonal within 0.10 dB of
@@ -627,4 +628,68 @@ fn bias_correction_needs_samples_and_static_mode() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
         assert!(!out.exists(), "{args:?} wrote a model");
     }
+}
+
+/// `config` with its statistics collected stage by stage (`--sequential`).
+fn sequential(config: BlockwiseConfig) -> BlockwiseConfig {
+    BlockwiseConfig {
+        sequential: true,
+        ..config
+    }
+}
+
+#[test]
+fn sequential_statistics_beat_one_pass_gptq_on_llama_tiny() {
+    // Measured (held-out logits, int4): block 32 RTN 18.26 dB; GPTQ + clip one pass 19.80
+    // (+1.54), sequential 19.95 (+1.69); AWQ + GPTQ one pass 20.12 (+1.86), sequential 20.13
+    // (+1.86). Block 128: GPTQ + clip 18.94 → 18.90, AWQ + GPTQ 18.68 → 18.66 (RTN 17.21).
+    // gpt2_tiny (block 32): GPTQ + clip 26.69 → 26.68, AWQ + GPTQ 26.59 → 26.56 (RTN 22.64);
+    // bert_tiny_op17: 54.24 → 54.41 for both (RTN 47.39). Sequential statistics move the
+    // decoder by a sixth of a dB at most: the 3 dB are not reached.
+    let dir = tempfile::tempdir().unwrap();
+    let one_pass = sqnr("llama_tiny", &gptq(32, false, true), dir.path());
+    let staged = sqnr("llama_tiny", &sequential(gptq(32, false, true)), dir.path());
+    println!("llama_tiny int4 block 32 GPTQ + clip: one pass {one_pass:.2} dB, sequential {staged:.2} dB");
+    let mut failures = check_gains(
+        "llama_tiny",
+        32,
+        &[("seq AWQ + GPTQ", sequential(awq_gptq(32)), 1.2)],
+        dir.path(),
+    );
+    if staged - one_pass < 0.08 {
+        failures.push(format!(
+            "sequential GPTQ + clip {staged:.2} dB is not 0.08 dB above one pass {one_pass:.2} dB"
+        ));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// `config` sequential, each weight aiming at the float model's output (`--float-target`).
+fn float_target(config: BlockwiseConfig) -> BlockwiseConfig {
+    BlockwiseConfig {
+        float_target: true,
+        ..sequential(config)
+    }
+}
+
+#[test]
+fn the_float_target_gains_most_on_llama_tiny() {
+    // Measured (held-out logits, int4, GPTQ + clip): block 32 20.46 dB (+2.20 over RTN's
+    // 18.26; one pass +1.54, sequential alone +1.69); block 128 19.98 (+2.77 over 17.21; one
+    // pass +1.72). AWQ + GPTQ with the float target: +2.20 (block 32), +2.32 (block 128). The
+    // 3 dB are not reached. Asserted: the measured gains less about a third.
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = check_gains(
+        "llama_tiny",
+        32,
+        &[("GPTQ + clip ft", float_target(gptq(32, false, true)), 1.8)],
+        dir.path(),
+    );
+    failures.extend(check_gains(
+        "llama_tiny",
+        128,
+        &[("GPTQ + clip ft", float_target(gptq(128, false, true)), 2.2)],
+        dir.path(),
+    ));
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -164,6 +164,8 @@ impl Profile {
                 ..Default::default()
             },
             awq: Default::default(),
+            sequential: w.sequential,
+            float_target: false,
         })
     }
 

@@ -407,6 +407,7 @@ impl Checker<'_> {
             ("method", w.method != d.method),
             ("lm_head", w.lm_head != d.lm_head),
             ("embeddings", w.embeddings != d.embeddings),
+            ("sequential", w.sequential != d.sequential),
         ];
         for (key, differs) in changed {
             if differs {

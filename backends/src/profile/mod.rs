@@ -145,6 +145,8 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
          #               awq and gptq use the calibration data\n\
          #   lm_head     true | false: the MatMul/Gemm feeding a graph output too\n\
          #   embeddings  true | false: Gather embedding tables too (always qdq)\n\
+         #   sequential  true | false: with awq, the integers chosen stage by stage, each on statistics\n\
+         #               of the model with the earlier stages quantized\n\
          #   min_elements N: smaller weights stay float\n\
          #\n\
          # Mixed precision: quantization.mixed_precision: {{target_sqnr: DB, max_16bit_share: S}} keeps\n\

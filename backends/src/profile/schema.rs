@@ -419,6 +419,9 @@ pub struct WeightQuant {
     pub lm_head: bool,
     /// Per-block: quantize Gather embedding tables too (always in the QDQ form).
     pub embeddings: bool,
+    /// Per-block, calibrated methods: collect each stage's statistics with the earlier
+    /// stages already quantized (`kiln quantize --sequential`).
+    pub sequential: bool,
     /// Per-op exceptions, by op type.
     pub per_op: BTreeMap<String, WeightOverride>,
 }
@@ -436,6 +439,7 @@ impl Default for WeightQuant {
             method: WeightMethod::Rtn,
             lm_head: true,
             embeddings: false,
+            sequential: false,
             per_op: BTreeMap::new(),
         }
     }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kiln_passes::quant::blockwise::awq::{ActivationStats, MeanAbs};
+use kiln_passes::quant::blockwise::sequential::CrossMoment;
 use kiln_passes::quant::blockwise::{Gptq, GptqOptions, Hessian, LinearInput};
 use kiln_proto::onnx::ModelProto;
 
@@ -75,17 +76,8 @@ pub(super) fn collect(
     options: &CalibrationOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Collected, QuantizeError> {
-    let mut ks: BTreeMap<&str, usize> = BTreeMap::new();
-    for li in inputs {
-        let k = *ks.entry(li.activation.as_str()).or_insert(li.k);
-        if k != li.k {
-            return Err(QuantizeError::Options(format!(
-                "'{}' is multiplied by weights of K {k} and {} (node '{}')",
-                li.activation, li.k, li.node
-            )));
-        }
-    }
-    let names: Vec<String> = ks.keys().map(|s| s.to_string()).collect();
+    let ks = activation_ks(inputs)?;
+    let names: Vec<String> = ks.keys().cloned().collect();
     let new = || {
         Ok(Hessians {
             by_activation: ks
@@ -126,14 +118,161 @@ pub(super) fn collect(
     })
 }
 
-/// A [`Gptq`] quantizer with each weight's Hessian: its activation's (shared, not copied,
-/// between weights reading the same input), or the sum over the activations it multiplies
-/// when several nodes read it. A weight left without one is rounded to nearest.
+/// The float model's values of some activations, sample by sample (what [`collect_paired`]
+/// pairs the other model's rows with).
+struct Stash {
+    values: BTreeMap<String, Vec<Vec<f32>>>,
+}
+
+impl Accumulate for Stash {
+    fn fold(&mut self, name: &str, values: &[f32]) -> Result<(), CalibrationError> {
+        self.values
+            .entry(name.to_string())
+            .or_default()
+            .push(values.to_vec());
+        Ok(())
+    }
+
+    fn end_sample(&mut self) {}
+}
+
+/// Hessians of one model's activations with their cross moments against the float model's.
+struct Paired {
+    hessians: Hessians,
+    float: Stash,
+    cross: BTreeMap<String, CrossMoment>,
+    /// Values of each activation folded so far (the index into the stash).
+    seen: BTreeMap<String, usize>,
+}
+
+impl Accumulate for Paired {
+    fn fold(&mut self, name: &str, values: &[f32]) -> Result<(), CalibrationError> {
+        self.hessians.fold(name, values)?;
+        let Some(cross) = self.cross.get_mut(name) else {
+            return Ok(());
+        };
+        let i = self.seen.entry(name.to_string()).or_default();
+        let float = self
+            .float
+            .values
+            .get(name)
+            .and_then(|v| v.get(*i))
+            .ok_or_else(|| {
+                CalibrationError::layout(name, "the float model gave fewer values".to_string())
+            })?;
+        *i += 1;
+        cross
+            .add_pairs(values, float)
+            .map_err(|e| CalibrationError::layout(name, e))
+    }
+
+    fn end_sample(&mut self) {
+        self.hessians.end_sample();
+    }
+}
+
+/// [`collect`] on `model` (the partially quantized model) with, for each activation, the
+/// cross moment `X_qᵀX_f` against the same rows of `float` (the float model) on the same
+/// samples. The float model's values are held for all samples in between: run with one
+/// worker, so both runs see the samples in the same order.
+pub(super) fn collect_paired(
+    float: &ModelProto,
+    model: &ModelProto,
+    inputs: &[LinearInput],
+    samples: &dyn Fn() -> Result<Samples, QuantizeError>,
+    options: &CalibrationOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Collected, BTreeMap<String, CrossMoment>), QuantizeError> {
+    let ks = activation_ks(inputs)?;
+    let names: Vec<String> = ks.keys().cloned().collect();
+    let one = CalibrationOptions {
+        workers: Some(1),
+        ..options.clone()
+    };
+    let stash = fold_runs(float, &names, samples()?, &one, progress, &|| {
+        Ok(Stash {
+            values: BTreeMap::new(),
+        })
+    })?;
+    let stash = std::sync::Mutex::new(stash.into_iter().next());
+    let new = || {
+        let float = stash
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .ok_or_else(|| {
+                CalibrationError::Merge("the float model's values were used twice".into())
+            })?;
+        Ok(Paired {
+            hessians: Hessians {
+                by_activation: ks
+                    .iter()
+                    .map(|(n, &k)| (n.clone(), Hessian::new(k)))
+                    .collect(),
+                magnitudes: BTreeMap::new(),
+                samples: 0,
+            },
+            float,
+            cross: ks
+                .iter()
+                .map(|(n, &k)| (n.clone(), CrossMoment::new(k)))
+                .collect(),
+            seen: BTreeMap::new(),
+        })
+    };
+    let parts = fold_runs(model, &names, samples()?, &one, progress, &new)?;
+    let mut parts = parts.into_iter();
+    let (Some(p), None) = (parts.next(), parts.next()) else {
+        return Err(QuantizeError::Options(
+            "the paired statistics run needs exactly one worker".into(),
+        ));
+    };
+    Ok((
+        Collected {
+            hessians: p.hessians.by_activation,
+            magnitudes: BTreeMap::new(),
+            samples: p.hessians.samples,
+        },
+        p.cross,
+    ))
+}
+
+/// The K of each activation `inputs` names; an error when two weights disagree.
+fn activation_ks(inputs: &[LinearInput]) -> Result<BTreeMap<String, usize>, QuantizeError> {
+    let mut ks: BTreeMap<String, usize> = BTreeMap::new();
+    for li in inputs {
+        let k = *ks.entry(li.activation.clone()).or_insert(li.k);
+        if k != li.k {
+            return Err(QuantizeError::Options(format!(
+                "'{}' is multiplied by weights of K {k} and {} (node '{}')",
+                li.activation, li.k, li.node
+            )));
+        }
+    }
+    Ok(ks)
+}
+
+/// A [`Gptq`] quantizer with each weight's Hessian (see [`by_weight`]). A weight left
+/// without one is rounded to nearest.
 pub(super) fn quantizer(
     inputs: &[LinearInput],
     hessians: BTreeMap<String, Hessian>,
     options: GptqOptions,
 ) -> Gptq {
+    let mut gptq = Gptq::new(options);
+    for (weight, h) in by_weight(inputs, hessians) {
+        gptq.insert(weight, h);
+    }
+    gptq
+}
+
+/// Each weight's Hessian: its activation's (shared, not copied, between weights reading the
+/// same input), or the sum over the activations it multiplies when several nodes read it.
+/// A weight whose activations' K differ gets none.
+pub(super) fn by_weight(
+    inputs: &[LinearInput],
+    hessians: BTreeMap<String, Hessian>,
+) -> BTreeMap<String, Arc<Hessian>> {
     let shared: BTreeMap<String, Arc<Hessian>> = hessians
         .into_iter()
         .map(|(name, h)| (name, Arc::new(h)))
@@ -145,7 +284,7 @@ pub(super) fn quantizer(
             acts.push(li.activation.as_str());
         }
     }
-    let mut gptq = Gptq::new(options);
+    let mut out = BTreeMap::new();
     for (weight, acts) in by_weight {
         let mut hs = acts.iter().filter_map(|a| shared.get(*a));
         let Some(first) = hs.next() else {
@@ -158,13 +297,17 @@ pub(super) fn quantizer(
             ok &= s.merge(h).is_ok();
         }
         match (sum, ok) {
-            (None, _) => gptq.insert(weight, first.clone()),
-            (Some(s), true) => gptq.insert(weight, Arc::new(s)),
+            (None, _) => {
+                out.insert(weight.to_string(), first.clone());
+            }
+            (Some(s), true) => {
+                out.insert(weight.to_string(), Arc::new(s));
+            }
             // Differing K: no statistics, the quantizer says so and rounds to nearest.
             (Some(_), false) => {}
         }
     }
-    gptq
+    out
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod overrides;
 mod ranges;
 mod report;
 mod sensitivity;
+mod sequential;
 mod weight_only;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,6 +106,8 @@ enum Quantizer {
     Rtn(Rtn),
     Gptq(Gptq),
     Awq(Vec<awq::AwqGroup>, awq::Awq),
+    /// Chosen stage by stage (`--sequential`), with AWQ's groups when AWQ scaled first.
+    Staged(sequential::Staged, Option<Vec<awq::AwqGroup>>),
 }
 
 impl Quantizer {
@@ -113,6 +116,7 @@ impl Quantizer {
             Quantizer::Rtn(r) => r,
             Quantizer::Gptq(g) => g,
             Quantizer::Awq(_, a) => a,
+            Quantizer::Staged(s, _) => &s.chosen,
         }
     }
 }
@@ -486,31 +490,63 @@ pub fn quantize(
                         histogram_bins: 0,
                         ..CalibrationOptions::default()
                     };
-                    let collected = hessian::collect(
-                        &float_proto,
-                        &inputs,
-                        method == WeightMethod::Awq,
-                        open_samples_with(data, &float_inputs, &spec)?,
-                        &calibration,
-                        &mut |p| progress(Stage::Calibrating, p),
-                    )?;
-                    report.calibration = Some(CalibrationSummary::of(
-                        data,
-                        collected.samples,
-                        collected.hessians.len(),
-                    ));
-                    warnings.extend(thin_calibration(&collected.hessians, method));
-                    if method == WeightMethod::Gptq {
-                        Quantizer::Gptq(hessian::quantizer(
-                            &inputs,
-                            collected.hessians,
-                            blockwise.gptq,
-                        ))
+                    let samples = || Ok(open_samples_with(data, &float_inputs, &spec)?);
+                    // Sequential GPTQ needs no float statistics; AWQ's scales come from them
+                    // either way (folding them keeps the float outputs).
+                    let one_pass = if method == WeightMethod::Gptq && blockwise.sequential {
+                        None
                     } else {
-                        let stats = collected.activation_stats();
-                        let (groups, awq) =
-                            awq::apply_scales(model, blockwise, &stats, &blockwise.awq)?;
-                        Quantizer::Awq(groups, awq)
+                        let collected = hessian::collect(
+                            &float_proto,
+                            &inputs,
+                            method == WeightMethod::Awq,
+                            samples()?,
+                            &calibration,
+                            &mut |p| progress(Stage::Calibrating, p),
+                        )?;
+                        report.calibration = Some(CalibrationSummary::of(
+                            data,
+                            collected.samples,
+                            collected.hessians.len(),
+                        ));
+                        warnings.extend(thin_calibration(&collected.hessians, method));
+                        Some(if method == WeightMethod::Gptq {
+                            Quantizer::Gptq(hessian::quantizer(
+                                &inputs,
+                                collected.hessians,
+                                blockwise.gptq,
+                            ))
+                        } else {
+                            let stats = collected.activation_stats();
+                            let (groups, awq) =
+                                awq::apply_scales(model, blockwise, &stats, &blockwise.awq)?;
+                            Quantizer::Awq(groups, awq)
+                        })
+                    };
+                    match (blockwise.sequential, one_pass) {
+                        (false, Some(q)) => q,
+                        (_, one_pass) => {
+                            // The one-pass quantizer's Hessians go before the stages' come.
+                            let groups = match one_pass {
+                                Some(Quantizer::Awq(groups, _)) => Some(groups),
+                                _ => None,
+                            };
+                            let staged = sequential::quantize(
+                                model,
+                                blockwise,
+                                &samples,
+                                &calibration,
+                                &mut |p| progress(Stage::Calibrating, p),
+                            )?;
+                            if report.calibration.is_none() {
+                                report.calibration = Some(CalibrationSummary::of(
+                                    data,
+                                    staged.samples,
+                                    staged.activations,
+                                ));
+                            }
+                            Quantizer::Staged(staged, groups)
+                        }
                     }
                 }
             };
@@ -551,8 +587,20 @@ pub fn quantize(
                 Quantizer::Rtn(_) => ("", Vec::new()),
                 Quantizer::Gptq(g) => ("GPTQ", g.fallbacks()),
                 Quantizer::Awq(groups, a) => {
-                    done.awq = Some(weight_only::awq_report(groups, a));
+                    done.awq = Some(weight_only::awq_report(groups, a.chosen()));
                     ("AWQ", a.fallbacks())
+                }
+                Quantizer::Staged(s, groups) => {
+                    let label = match groups {
+                        Some(groups) => {
+                            done.awq = Some(weight_only::awq_report(groups, s.awq.clone()));
+                            "AWQ"
+                        }
+                        None => "GPTQ",
+                    };
+                    let mut all = s.fallbacks.clone();
+                    all.extend(s.chosen.fallbacks());
+                    (label, all)
                 }
             };
             for f in fallbacks {

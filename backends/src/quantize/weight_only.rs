@@ -3,7 +3,7 @@
 //! what each weight cost before and after.
 
 use kiln_passes::ir::{Graph, Model, NodeKind};
-use kiln_passes::quant::blockwise::awq::{Awq, AwqGroup, Scaling};
+use kiln_passes::quant::blockwise::awq::{AwqGroup, AwqWeight, Scaling};
 use kiln_passes::quant::blockwise::{
     quantize_blockwise_with, BlockQuantizer, BlockwiseConfig, WeightRole,
 };
@@ -66,7 +66,7 @@ pub(super) fn run(
 }
 
 /// AWQ's part of the report: its groups, and the integers its quantizer chose.
-pub(super) fn awq_report(groups: &[AwqGroup], awq: &Awq) -> AwqReport {
+pub(super) fn awq_report(groups: &[AwqGroup], chosen: Vec<AwqWeight>) -> AwqReport {
     AwqReport {
         groups: groups
             .iter()
@@ -89,8 +89,7 @@ pub(super) fn awq_report(groups: &[AwqGroup], awq: &Awq) -> AwqReport {
                 }
             })
             .collect(),
-        weights: awq
-            .chosen()
+        weights: chosen
             .into_iter()
             .map(|w| AwqWeightReport {
                 name: w.weight,

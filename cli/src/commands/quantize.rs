@@ -180,6 +180,16 @@ pub struct Args {
     /// apply).
     #[arg(long, requires = "weight_only")]
     awq_gptq: bool,
+    /// GPTQ/AWQ: choose the integers stage by stage in graph order, each stage's statistics
+    /// collected on the model with the earlier stages already quantized (one model run per
+    /// stage; only one stage's Hessians held).
+    #[arg(long, requires = "weight_only")]
+    sequential: bool,
+    /// With --sequential: each weight's integers aim at the float model's output rather than
+    /// its own output on the partially quantized model (GPTAQ's asymmetric objective; one more
+    /// float run per stage, its stage inputs held for all samples).
+    #[arg(long, requires = "sequential")]
+    float_target: bool,
     /// Block-wise weights unsigned with a zero point per block (default: signed, symmetric).
     #[arg(long, requires = "weight_only")]
     asymmetric_weights: bool,
@@ -492,6 +502,12 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
             "--gptq-clip needs --weight-method gptq (AWQ clips unless --awq-no-clip)".into(),
         ));
     }
+    if args.sequential && method == WeightMethod::Rtn {
+        return Err(CliError::Usage(
+            "--sequential needs --weight-method gptq or awq (rounding to nearest uses no statistics)"
+                .into(),
+        ));
+    }
     if method != WeightMethod::Rtn && args.calibration.is_none() && args.synthetic.is_none() {
         return Err(CliError::Usage(format!(
             "--weight-method {method} needs calibration data: give --calibration DATA (or --synthetic N for a placeholder)"
@@ -536,6 +552,8 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
             gptq: args.awq_gptq.then_some(gptq),
             ..AwqOptions::default()
         },
+        sequential: args.sequential,
+        float_target: args.float_target,
     };
     config.validate().map_err(|e| match e {
         ConfigError::BlockSize(_) => CliError::Usage(format!("--block-size: {e}")),

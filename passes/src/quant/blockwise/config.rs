@@ -80,6 +80,13 @@ pub struct BlockwiseConfig {
     pub gptq: GptqOptions,
     /// AWQ's settings (read when `method` is [`WeightMethod::Awq`]).
     pub awq: AwqOptions,
+    /// GPTQ/AWQ: collect each stage's statistics on the model with the earlier stages
+    /// already quantized, one stage at a time (see [`sequential`](super::sequential)).
+    pub sequential: bool,
+    /// With `sequential`: each weight's target is the float model's output, not its own
+    /// output on the partially quantized model (see
+    /// [`corrected_weight`](super::sequential::corrected_weight)).
+    pub float_target: bool,
 }
 
 impl Default for BlockwiseConfig {
@@ -95,6 +102,8 @@ impl Default for BlockwiseConfig {
             embeddings: false,
             gptq: GptqOptions::default(),
             awq: AwqOptions::default(),
+            sequential: false,
+            float_target: false,
         }
     }
 }

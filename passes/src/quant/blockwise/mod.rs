@@ -38,6 +38,7 @@ pub mod qdq_form;
 mod rewrite;
 pub mod rtn;
 mod rules;
+pub mod sequential;
 mod weight;
 
 #[cfg(test)]
