@@ -30,9 +30,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kiln_backends::calibrate::{open_samples, CalibrationData};
-use kiln_backends::quantize::{index_bounds, quantize, Mode, QuantizeOptions, QuantizeReport};
+use kiln_backends::quantize::{quantize, Mode, QuantizeOptions, QuantizeReport};
 use kiln_backends::runtime::{Session, SessionOptions};
-use kiln_backends::tensors::write_npy;
 use kiln_backends::value::{NamedValues, Value};
 use kiln_passes::ir::Model;
 use kiln_passes::optimize::OptimizeOptions;
@@ -41,8 +40,8 @@ use kiln_passes::quant::blockwise::{
     linear_inputs, Bits, BlockwiseConfig, GptqOptions, Hessian, WeightMethod,
 };
 use kiln_passes::quant::QuantConfig;
-use kiln_passes::tensor::Tensor;
 use kiln_proto::onnx::ModelProto;
+use kiln_tests::token_samples::write_token_samples;
 use kiln_tests::{kiln, repo_root};
 
 /// Tokens per sample.
@@ -51,19 +50,6 @@ const TOKENS: usize = 32;
 const CALIBRATION: usize = 32;
 /// Held-out samples.
 const HELD_OUT: usize = 8;
-
-/// splitmix64: seeded token ids without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 fn model_path(name: &str) -> std::path::PathBuf {
     repo_root().join("models").join(name).join("model.onnx")
@@ -77,38 +63,9 @@ fn load(name: &str) -> (ModelProto, Model) {
     (proto, model)
 }
 
-/// Writes `count` samples for `name` into `dir` as stacked `.npy` files, one per input.
+/// Writes `count` samples of `TOKENS` tokens for `name` into `dir`.
 fn write_samples(name: &str, model: &Model, dir: &Path, count: usize, seed: u64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let vocab = *index_bounds(model)
-        .get("input_ids")
-        .unwrap_or_else(|| panic!("{name}: no bound found for input_ids"));
-    let mut rng = Rng(seed);
-    let ints = |f: &mut dyn FnMut(usize) -> i64| -> Tensor {
-        let v: Vec<i64> = (0..count * TOKENS).map(&mut *f).collect();
-        Tensor::from_vec(vec![count, 1, TOKENS], v).unwrap()
-    };
-    let mut inputs = vec![
-        ("input_ids", ints(&mut |_| rng.below(vocab) as i64)),
-        ("attention_mask", ints(&mut |_| 1)),
-    ];
-    match name {
-        "llama_tiny" => {
-            inputs.push(("position_ids", ints(&mut |i| (i % TOKENS) as i64)));
-            let empty = Tensor::from_vec(vec![count, 1, 2, 0, 16], Vec::<f32>::new()).unwrap();
-            for layer in 0..2 {
-                for kv in ["key", "value"] {
-                    let file = format!("past_key_values.{layer}.{kv}");
-                    write_npy(&dir.join(format!("{file}.npy")), &empty).unwrap();
-                }
-            }
-        }
-        "bert_tiny_op17" => inputs.push(("token_type_ids", ints(&mut |_| 0))),
-        _ => {}
-    }
-    for (input, t) in inputs {
-        write_npy(&dir.join(format!("{input}.npy")), &t).unwrap();
-    }
+    write_token_samples(name, model, dir, count, TOKENS, seed);
 }
 
 /// int4 (QDQ form, symmetric) weight-only settings at `block_size` by `method`.
