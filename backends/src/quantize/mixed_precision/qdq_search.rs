@@ -2,7 +2,6 @@
 //! whole model quantized (and pinned) with the `k` most sensitive of them at 16-bit.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
 
 use kiln_passes::ir::Model;
 use kiln_passes::quant::qdq::{QdqSummary, QuantPlan, TensorKind};
@@ -14,9 +13,8 @@ use super::super::accuracy::Reference;
 use super::super::error::QuantizeError;
 use super::super::sensitivity::qdq_each_alone;
 use super::super::{build_qdq, pin, Stage};
-use super::front::{choose, FrontPoint};
 use super::promote::{layer_tensors, node_id, promote_qdq, sixteen_bit};
-use super::search::{max_points, search};
+use super::search::{explore, sensitivity_progress};
 use super::{MixedPrecisionOptions, MixedPrecisionReport};
 
 /// The float model, its calibration and the samples a static search measures on.
@@ -53,57 +51,24 @@ impl QdqSearch<'_> {
         on: &str,
         progress: &mut dyn FnMut(Stage, Progress),
     ) -> Result<QdqChoice, QuantizeError> {
-        let started = Instant::now();
-        let total = self.plan.nodes.len();
         let ranking = qdq_each_alone(
             self.float,
             self.config,
             self.ranges,
             &self.plan.nodes,
             self.reference,
-            &mut |done, _| {
-                progress(
-                    Stage::Sensitivity,
-                    Progress {
-                        done,
-                        total,
-                        elapsed: started.elapsed(),
-                    },
-                )
-            },
+            &mut sensitivity_progress(self.plan.nodes.len(), progress),
         )?;
         let order: Vec<String> = ranking.iter().map(|l| l.node.clone()).collect();
         let shares = self.shares(&order);
-        let goal = options.goal();
-        let k_max = goal.most_layers(&shares);
-        let planned = max_points(k_max);
-        let started = Instant::now();
-        let mut done = 0;
-        let front = search(k_max, options.target_sqnr, &mut |k| {
+        let (front, choice) = explore(options, &shares, progress, &mut |k| {
             let config = self.promoted(&order[..k]);
             let ranges = self.ranges_for(&config);
             let mut model = self.float.clone();
             let summary = build_qdq(&mut model, &config, &ranges)?;
             pin(&mut model, &config)?;
             let sqnr = self.reference.measure(&model.to_proto())?;
-            done += 1;
-            progress(
-                Stage::Search,
-                Progress {
-                    done,
-                    total: planned.max(done),
-                    elapsed: started.elapsed(),
-                },
-            );
-            Ok::<_, QuantizeError>(FrontPoint {
-                promoted: k,
-                share: shares[k],
-                weight_bytes: stored_bytes(&summary, self.float),
-                sqnr_db: sqnr.db(),
-            })
-        })?;
-        let choice = choose(&front, &goal).ok_or_else(|| {
-            QuantizeError::Options("mixed precision: no point within the 16-bit share".into())
+            Ok((stored_bytes(&summary, self.float), sqnr.db()))
         })?;
         let k = front[choice.index].promoted;
         let config = self.promoted(&order[..k]);

@@ -7,8 +7,14 @@
 //! that reached the target.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
-use super::front::FrontPoint;
+use crate::calibrate::Progress;
+
+use super::super::error::QuantizeError;
+use super::super::Stage;
+use super::front::{choose, Choice, FrontPoint};
+use super::MixedPrecisionOptions;
 
 /// Evaluates prefixes of `0..=k_max` promoted layers (`evaluate(k)` builds and measures the
 /// model with the `k` most sensitive layers promoted) and returns the points, by count.
@@ -56,6 +62,63 @@ pub fn search<E>(
         }
     }
     Ok(points.into_values().collect())
+}
+
+/// The part both searches share once the candidates are ranked: evaluates the counts
+/// [`search`] picks within what `options` allows, reporting [`Stage::Search`] progress, and
+/// chooses one. `build(k)` returns the weight bytes and output SQNR (dB) of the model with the
+/// `k` most sensitive layers promoted; `shares[k]` is that point's 16-bit share.
+pub(crate) fn explore(
+    options: &MixedPrecisionOptions,
+    shares: &[f64],
+    progress: &mut dyn FnMut(Stage, Progress),
+    build: &mut dyn FnMut(usize) -> Result<(u64, f64), QuantizeError>,
+) -> Result<(Vec<FrontPoint>, Choice), QuantizeError> {
+    let goal = options.goal();
+    let k_max = goal.most_layers(shares);
+    let planned = max_points(k_max);
+    let started = Instant::now();
+    let mut done = 0;
+    let front = search(k_max, options.target_sqnr, &mut |k| {
+        let (weight_bytes, sqnr_db) = build(k)?;
+        done += 1;
+        progress(
+            Stage::Search,
+            Progress {
+                done,
+                total: planned.max(done),
+                elapsed: started.elapsed(),
+            },
+        );
+        Ok::<_, QuantizeError>(FrontPoint {
+            promoted: k,
+            share: shares[k],
+            weight_bytes,
+            sqnr_db,
+        })
+    })?;
+    let choice = choose(&front, &goal).ok_or_else(|| {
+        QuantizeError::Options("mixed precision: no point within the 16-bit share".into())
+    })?;
+    Ok((front, choice))
+}
+
+/// Adapts `progress` to the sensitivity runs' `(done, total)` callback for `total` candidates.
+pub(crate) fn sensitivity_progress<'a>(
+    total: usize,
+    progress: &'a mut dyn FnMut(Stage, Progress),
+) -> impl FnMut(usize, usize) + 'a {
+    let started = Instant::now();
+    move |done, _| {
+        progress(
+            Stage::Sensitivity,
+            Progress {
+                done,
+                total,
+                elapsed: started.elapsed(),
+            },
+        )
+    }
 }
 
 /// The most points [`search`] evaluates for `k_max` (for a progress bar): 0, the doublings,

@@ -2,7 +2,6 @@
 //! weight is quantized block-wise; a promoted one keeps its weight as float16 (+ Cast).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
 
 use kiln_passes::ir::{Graph, Model, NameSet};
 use kiln_passes::quant::blockwise::{BlockQuantizer, BlockwiseConfig};
@@ -15,9 +14,8 @@ use super::super::report::SkippedNode;
 use super::super::sensitivity::each_alone;
 use super::super::weight_only;
 use super::super::Stage;
-use super::front::{choose, FrontPoint};
 use super::promote::keep_float16;
-use super::search::{max_points, search};
+use super::search::{explore, sensitivity_progress};
 use super::{MixedPrecisionOptions, MixedPrecisionReport};
 
 /// Whether a node is a default-domain MatMul or Gemm (what block-wise weights are for).
@@ -106,8 +104,6 @@ impl BlockSearch<'_> {
         let mut all = BTreeSet::new();
         linear_names(&self.float.graph, &mut all);
 
-        let started = Instant::now();
-        let total = candidates.len();
         let ranking = each_alone(
             self.float,
             &candidates,
@@ -122,49 +118,18 @@ impl BlockSearch<'_> {
                 weight_only::run(&mut m, &alone, self.quantizer)?;
                 Ok(m)
             },
-            &mut |done, _| {
-                progress(
-                    Stage::Sensitivity,
-                    Progress {
-                        done,
-                        total,
-                        elapsed: started.elapsed(),
-                    },
-                )
-            },
+            &mut sensitivity_progress(candidates.len(), progress),
         )?;
         let order: Vec<String> = ranking.iter().map(|l| l.node.clone()).collect();
         let shares = shares(&order, &elements);
-        let goal = options.goal();
-        let k_max = goal.most_layers(&shares);
-        let planned = max_points(k_max);
-        let started = Instant::now();
-        let mut done = 0;
         let mut base = Some(base);
-        let front = search(k_max, options.target_sqnr, &mut |k| {
+        let (front, choice) = explore(options, &shares, progress, &mut |k| {
             let built = match (k, base.take()) {
                 (0, Some(b)) => b,
                 _ => self.build(&order[..k].iter().cloned().collect())?,
             };
             let sqnr = self.reference.measure(&built.model.to_proto())?;
-            done += 1;
-            progress(
-                Stage::Search,
-                Progress {
-                    done,
-                    total: planned.max(done),
-                    elapsed: started.elapsed(),
-                },
-            );
-            Ok::<_, QuantizeError>(FrontPoint {
-                promoted: k,
-                share: shares[k],
-                weight_bytes: built.weight_bytes,
-                sqnr_db: sqnr.db(),
-            })
-        })?;
-        let choice = choose(&front, &goal).ok_or_else(|| {
-            QuantizeError::Options("mixed precision: no point within the 16-bit share".into())
+            Ok((built.weight_bytes, sqnr.db()))
         })?;
         let k = front[choice.index].promoted;
         let promoted: BTreeSet<String> = order[..k].iter().cloned().collect();
