@@ -277,37 +277,12 @@ pub(super) fn by_weight(
         .into_iter()
         .map(|(name, h)| (name, Arc::new(h)))
         .collect();
-    let mut by_weight: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for li in inputs {
-        let acts = by_weight.entry(li.weight.as_str()).or_default();
-        if !acts.contains(&li.activation.as_str()) {
-            acts.push(li.activation.as_str());
-        }
-    }
-    let mut out = BTreeMap::new();
-    for (weight, acts) in by_weight {
-        let mut hs = acts.iter().filter_map(|a| shared.get(*a));
-        let Some(first) = hs.next() else {
-            continue;
-        };
-        let mut sum: Option<Hessian> = None;
-        let mut ok = true;
-        for h in hs {
-            let s = sum.get_or_insert_with(|| (**first).clone());
-            ok &= s.merge(h).is_ok();
-        }
-        match (sum, ok) {
-            (None, _) => {
-                out.insert(weight.to_string(), first.clone());
-            }
-            (Some(s), true) => {
-                out.insert(weight.to_string(), Arc::new(s));
-            }
-            // Differing K: no statistics, the quantizer says so and rounds to nearest.
-            (Some(_), false) => {}
-        }
-    }
-    out
+    kiln_passes::quant::blockwise::hessian::per_weight(
+        inputs
+            .iter()
+            .map(|li| (li.weight.as_str(), li.activation.as_str())),
+        &shared,
+    )
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! chunk of rows at a time: GPTQ's layer Hessian (`2·XᵀX`, up to a factor GPTQ's relative
 //! dampening makes irrelevant). Memory is `K × K` whatever the number of rows.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use super::linalg::dot;
 
 /// Rows folded together (their values copied column-major so each pair of inputs is one
@@ -135,6 +138,45 @@ impl Hessian {
         }
         d
     }
+}
+
+/// Each weight's Hessian from its activations' (`reads`: weight → activation pairs, in any
+/// order, repeats allowed): the activation's own when one node reads the weight, shared; the
+/// sum when several read it through different activations. A weight whose activations differ
+/// in K, or have no Hessian, gets none (its quantizer then says so and rounds to nearest).
+pub fn per_weight<'a>(
+    reads: impl IntoIterator<Item = (&'a str, &'a str)>,
+    by_activation: &BTreeMap<String, Arc<Hessian>>,
+) -> BTreeMap<String, Arc<Hessian>> {
+    let mut acts_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (weight, act) in reads {
+        let acts = acts_of.entry(weight).or_default();
+        if !acts.contains(&act) {
+            acts.push(act);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (weight, acts) in acts_of {
+        let mut hs = acts.iter().filter_map(|a| by_activation.get(*a));
+        let Some(first) = hs.next() else {
+            continue;
+        };
+        let mut sum: Option<Hessian> = None;
+        let mut ok = true;
+        for h in hs {
+            ok &= sum
+                .get_or_insert_with(|| (**first).clone())
+                .merge(h)
+                .is_ok();
+        }
+        let h = match (sum, ok) {
+            (None, _) => first.clone(),
+            (Some(s), true) => Arc::new(s),
+            (Some(_), false) => continue,
+        };
+        out.insert(weight.to_string(), h);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -386,35 +386,18 @@ impl Awq {
             };
             by_act.insert(act.clone(), Arc::new(h));
         }
-        let mut by_weight: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for g in groups {
-            let act = model.graph.value_name(g.activation).to_string();
-            for (_, li) in &g.inputs {
-                let acts = by_weight.entry(li.weight.clone()).or_default();
-                if !acts.contains(&act) {
-                    acts.push(act.clone());
-                }
-            }
-        }
+        let reads: Vec<(&str, &str)> = groups
+            .iter()
+            .flat_map(|g| {
+                let act = model.graph.value_name(g.activation);
+                g.inputs
+                    .iter()
+                    .map(move |(_, li)| (li.weight.as_str(), act))
+            })
+            .collect();
         let mut awq = Awq::new(options);
-        for (weight, acts) in by_weight {
-            let mut hs = acts.iter().filter_map(|a| by_act.get(a));
-            let Some(first) = hs.next() else {
-                continue;
-            };
-            let mut sum: Option<Hessian> = None;
-            let mut ok = true;
-            for h in hs {
-                ok &= sum
-                    .get_or_insert_with(|| (**first).clone())
-                    .merge(h)
-                    .is_ok();
-            }
-            match (sum, ok) {
-                (None, _) => awq.insert(weight, first.clone()),
-                (Some(s), true) => awq.insert(weight, Arc::new(s)),
-                (Some(_), false) => {}
-            }
+        for (weight, h) in super::hessian::per_weight(reads, &by_act) {
+            awq.insert(weight, h);
         }
         awq
     }
