@@ -79,13 +79,35 @@ pub struct GptqFallback {
     pub reason: String,
 }
 
+/// The weights a calibrated quantizer rounded to nearest instead, noted from any of the
+/// threads quantizing in parallel.
+#[derive(Debug, Default)]
+pub struct FallbackLog(Mutex<Vec<GptqFallback>>);
+
+impl FallbackLog {
+    /// Notes that `weight` was rounded to nearest, and why.
+    pub fn note(&self, weight: &str, reason: impl Into<String>) {
+        if let Ok(mut f) = self.0.lock() {
+            f.push(GptqFallback {
+                weight: weight.to_string(),
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// The weights noted, in the order met.
+    pub fn list(&self) -> Vec<GptqFallback> {
+        self.0.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
+
 /// GPTQ as a [`BlockQuantizer`]: a Hessian per weight name (the sum over the MatMuls that
 /// read it); a weight without one is rounded to nearest and listed in [`Gptq::fallbacks`].
 #[derive(Debug, Default)]
 pub struct Gptq {
     options: GptqOptions,
     hessians: BTreeMap<String, Arc<Hessian>>,
-    fallbacks: Mutex<Vec<GptqFallback>>,
+    fallbacks: FallbackLog,
 }
 
 impl Gptq {
@@ -115,16 +137,7 @@ impl Gptq {
 
     /// The weights rounded to nearest instead, in the order met.
     pub fn fallbacks(&self) -> Vec<GptqFallback> {
-        self.fallbacks.lock().map(|f| f.clone()).unwrap_or_default()
-    }
-
-    fn note(&self, weight: &str, reason: String) {
-        if let Ok(mut f) = self.fallbacks.lock() {
-            f.push(GptqFallback {
-                weight: weight.to_string(),
-                reason,
-            });
-        }
+        self.fallbacks.list()
     }
 }
 
@@ -139,7 +152,8 @@ impl BlockQuantizer for Gptq {
     ) -> Result<BlockQuantized, String> {
         let rtn = quantize_rtn(w, k, n, params)?;
         let Some(h) = self.hessians.get(name) else {
-            self.note(name, "no calibration statistics for its input".into());
+            self.fallbacks
+                .note(name, "no calibration statistics for its input");
             return Ok(rtn);
         };
         match quantize_gptq(w, k, n, params, h, &self.options) {
@@ -153,7 +167,7 @@ impl BlockQuantizer for Gptq {
                 if gptq_err <= rtn_err {
                     Ok(q)
                 } else {
-                    self.note(
+                    self.fallbacks.note(
                         name,
                         format!(
                             "GPTQ's output error on the calibration data ({gptq_err:.4e}) is not below RTN's ({rtn_err:.4e}) on {} of its columns",
@@ -164,7 +178,7 @@ impl BlockQuantizer for Gptq {
                 }
             }
             Err(e) => {
-                self.note(name, e);
+                self.fallbacks.note(name, e);
                 Ok(rtn)
             }
         }

@@ -45,7 +45,7 @@ mod weight;
 mod tests;
 
 pub use config::{BlockwiseConfig, ConfigError, WeightFormat, WeightMethod, BLOCK_SIZES};
-pub use gptq::{calibration_error, quantize_gptq, Gptq, GptqFallback, GptqOptions};
+pub use gptq::{calibration_error, quantize_gptq, FallbackLog, Gptq, GptqFallback, GptqOptions};
 pub use hessian::Hessian;
 pub use rtn::{quantize_rtn, Bits, BlockParams, BlockQuantized, BlockQuantizer, Rtn};
 

@@ -17,14 +17,13 @@
 //! model is written with; only one stage's Hessians are ever held.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use super::config::BlockwiseConfig;
 use super::rtn::{quantize_rtn, BlockParams, BlockQuantized, BlockQuantizer};
 use super::weight::matrix;
-use super::{linear_nodes, GptqFallback, LinearInput};
+use super::{linear_nodes, FallbackLog, GptqFallback, LinearInput};
 use crate::ir::{Graph, Model, NodeIndex, NodeKind};
 use crate::tensor::Tensor;
 
@@ -87,7 +86,7 @@ struct Chosen {
 #[derive(Debug, Default)]
 pub struct Precomputed {
     chosen: BTreeMap<String, Chosen>,
-    fallbacks: Mutex<Vec<GptqFallback>>,
+    fallbacks: FallbackLog,
 }
 
 impl Precomputed {
@@ -113,7 +112,7 @@ impl Precomputed {
 
     /// The weights rounded to nearest because they were met with other values.
     pub fn fallbacks(&self) -> Vec<GptqFallback> {
-        self.fallbacks.lock().map(|f| f.clone()).unwrap_or_default()
+        self.fallbacks.list()
     }
 }
 
@@ -133,12 +132,10 @@ impl BlockQuantizer for Precomputed {
         if (q.k, q.n, q.params) == (k, n, params) && c.fingerprint == fingerprint(w) {
             return Ok(q.clone());
         }
-        if let Ok(mut f) = self.fallbacks.lock() {
-            f.push(GptqFallback {
-                weight: name.to_string(),
-                reason: "met with other values or another shape than its stage quantized".into(),
-            });
-        }
+        self.fallbacks.note(
+            name,
+            "met with other values or another shape than its stage quantized",
+        );
         quantize_rtn(w, k, n, params)
     }
 }

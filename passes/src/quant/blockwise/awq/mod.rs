@@ -27,7 +27,9 @@ pub use scale_search::{alpha_grid, awq_scales, search_scales, GroupWeight, Scale
 pub(super) use clip_search::shrunk_grid;
 
 use super::config::BlockwiseConfig;
-use super::gptq::{error_of_columns, quantize_gptq, sample_columns, GptqFallback, GptqOptions};
+use super::gptq::{
+    error_of_columns, quantize_gptq, sample_columns, FallbackLog, GptqFallback, GptqOptions,
+};
 use super::hessian::Hessian;
 use super::rtn::{quantize_rtn, BlockParams, BlockQuantized, BlockQuantizer};
 use super::weight::matrix;
@@ -316,7 +318,7 @@ pub struct Awq {
     options: AwqOptions,
     hessians: BTreeMap<String, Arc<Hessian>>,
     chosen: Mutex<Vec<AwqWeight>>,
-    fallbacks: Mutex<Vec<GptqFallback>>,
+    fallbacks: FallbackLog,
 }
 
 impl Awq {
@@ -347,16 +349,7 @@ impl Awq {
 
     /// The weights rounded to nearest instead, and why.
     pub fn fallbacks(&self) -> Vec<GptqFallback> {
-        self.fallbacks.lock().map(|f| f.clone()).unwrap_or_default()
-    }
-
-    fn note(&self, weight: &str, reason: String) {
-        if let Ok(mut f) = self.fallbacks.lock() {
-            f.push(GptqFallback {
-                weight: weight.to_string(),
-                reason,
-            });
-        }
+        self.fallbacks.list()
     }
 
     fn record(&self, w: AwqWeight) {
@@ -429,7 +422,8 @@ impl BlockQuantizer for Awq {
     ) -> Result<BlockQuantized, String> {
         let rtn = quantize_rtn(w, k, n, params)?;
         let Some(h) = self.hessians.get(name) else {
-            self.note(name, "no calibration statistics for its input".into());
+            self.fallbacks
+                .note(name, "no calibration statistics for its input");
             return Ok(rtn);
         };
         let blocks = rtn.scales.len();
@@ -441,7 +435,7 @@ impl BlockQuantizer for Awq {
             let q = match quantize_gptq(w, k, n, params, h, &g) {
                 Ok(q) => q,
                 Err(e) => {
-                    self.note(name, e);
+                    self.fallbacks.note(name, e);
                     return Ok(rtn);
                 }
             };
@@ -452,7 +446,7 @@ impl BlockQuantizer for Awq {
                 error_of_columns(w, &rtn, &hd, &cols),
             );
             if e > r {
-                self.note(
+                self.fallbacks.note(
                     name,
                     format!(
                         "GPTQ's output error on the calibration data ({e:.4e}) is not below RTN's ({r:.4e}) on {} of its columns",
@@ -495,7 +489,7 @@ impl BlockQuantizer for Awq {
                 Ok(c.quantized)
             }
             Err(e) => {
-                self.note(name, e);
+                self.fallbacks.note(name, e);
                 Ok(rtn)
             }
         }
