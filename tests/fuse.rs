@@ -15,71 +15,15 @@ use kiln_passes::fuse::{
 };
 use kiln_passes::ir::Model;
 use kiln_passes::pipeline::{Changes, Pass, Pipeline};
-use kiln_passes::tensor::{DataType, Tensor};
+use kiln_passes::tensor::Tensor;
 use kiln_proto::onnx::attribute_proto::AttributeType;
-use kiln_proto::onnx::tensor_shape_proto::{dimension, Dimension};
-use kiln_proto::onnx::{
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use kiln_proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+use kiln_tests::proto_build::{attr_int, attr_ints, float_vi, noise};
 
 const TOL: Tolerance = Tolerance {
     rtol: 1e-4,
     atol: 1e-5,
 };
-
-/// Deterministic pseudo-random floats in [-1, 1).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn float_vi(name: &str, dims: &[usize]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.to_string(),
-        r#type: Some(TypeProto {
-            denotation: String::new(),
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float.onnx(),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            denotation: String::new(),
-                            value: Some(dimension::Value::DimValue(d as i64)),
-                        })
-                        .collect(),
-                }),
-            })),
-        }),
-        ..ValueInfoProto::default()
-    }
-}
-
-fn a_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: Some(i),
-        ..AttributeProto::default()
-    }
-}
-
-fn a_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..AttributeProto::default()
-    }
-}
 
 fn a_float(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
@@ -258,9 +202,9 @@ fn conv_batchnorm_relu() {
         "Conv",
         &[&x, &w],
         vec![
-            a_int("group", 2),
-            a_ints("pads", &[1, 1, 1, 1]),
-            a_ints("kernel_shape", &[3, 3]),
+            attr_int("group", 2),
+            attr_ints("pads", &[1, 1, 1, 1]),
+            attr_ints("kernel_shape", &[3, 3]),
         ],
     );
     let s = b.weight("bn.weight", &[8]);
@@ -295,7 +239,7 @@ fn conv_transpose_batchnorm() {
     let y = b.node(
         "ConvTranspose",
         &[&x, &w, &bias],
-        vec![a_int("group", 2), a_ints("strides", &[2, 2])],
+        vec![attr_int("group", 2), attr_ints("strides", &[2, 2])],
     );
     let s = b.weight("bn.weight", &[6]);
     let bb = b.weight("bn.bias", &[6]);
@@ -367,12 +311,12 @@ fn torch_layernorm(b: &mut Builder, x: &str, axes_input: bool) -> String {
 fn reduce_mean(b: &mut Builder, x: &str, axes_input: bool) -> String {
     if axes_input {
         let axes = b.constant_tensor(Tensor::from_vec(vec![1], vec![-1i64]).unwrap());
-        b.node("ReduceMean", &[x, &axes], vec![a_int("keepdims", 1)])
+        b.node("ReduceMean", &[x, &axes], vec![attr_int("keepdims", 1)])
     } else {
         b.node(
             "ReduceMean",
             &[x],
-            vec![a_ints("axes", &[-1]), a_int("keepdims", 1)],
+            vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)],
         )
     }
 }
@@ -394,10 +338,10 @@ fn layernorm_torch_pattern() {
 fn layernorm_tf_pattern() {
     let mut b = Builder::new(17);
     let x = b.input("input:0", &[2, 5, 8]);
-    let mean = b.node("ReduceMean", &[&x], vec![a_ints("axes", &[2])]);
+    let mean = b.node("ReduceMean", &[&x], vec![attr_ints("axes", &[2])]);
     let d = b.node("Sub", &[&x, &mean], vec![]);
     let sq = b.node("Mul", &[&d, &d], vec![]);
-    let var = b.node("ReduceMean", &[&sq], vec![a_ints("axes", &[2])]);
+    let var = b.node("ReduceMean", &[&sq], vec![attr_ints("axes", &[2])]);
     let eps = b.scalar(1e-3);
     let ve = b.node("Add", &[&var, &eps], vec![]);
     let std = b.node("Sqrt", &[&ve], vec![]);
@@ -489,7 +433,7 @@ fn encoder_layer_through_all_fusions() {
         let shape =
             b.constant_tensor(Tensor::from_vec(vec![4], vec![1i64, s as i64, 2, 4]).unwrap());
         let r = b.node("Reshape", &[v, &shape], vec![]);
-        b.node("Transpose", &[&r], vec![a_ints("perm", &[0, 2, 1, 3])])
+        b.node("Transpose", &[&r], vec![attr_ints("perm", &[0, 2, 1, 3])])
     };
     let q = proj(&mut b, "q", &x);
     let q = heads(&mut b, &q);
@@ -497,14 +441,14 @@ fn encoder_layer_through_all_fusions() {
     let k = heads(&mut b, &k);
     let v = proj(&mut b, "v", &x);
     let v = heads(&mut b, &v);
-    let kt = b.node("Transpose", &[&k], vec![a_ints("perm", &[0, 1, 3, 2])]);
+    let kt = b.node("Transpose", &[&k], vec![attr_ints("perm", &[0, 1, 3, 2])]);
     let sc = b.node("MatMul", &[&q, &kt], vec![]);
     let c = b.scalar(2.0);
     let sc = b.node("Div", &[&sc, &c], vec![]);
     let sc = b.node("Add", &[&sc, &mask], vec![]);
-    let p = b.node("Softmax", &[&sc], vec![a_int("axis", -1)]);
+    let p = b.node("Softmax", &[&sc], vec![attr_int("axis", -1)]);
     let ctx = b.node("MatMul", &[&p, &v], vec![]);
-    let ctx = b.node("Transpose", &[&ctx], vec![a_ints("perm", &[0, 2, 1, 3])]);
+    let ctx = b.node("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
     let shape =
         b.constant_tensor(Tensor::from_vec(vec![3], vec![1i64, s as i64, h as i64]).unwrap());
     let ctx = b.node("Reshape", &[&ctx, &shape], vec![]);

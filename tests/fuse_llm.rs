@@ -21,13 +21,10 @@ use kiln_passes::optimize::{optimize, OptimizeOptions};
 use kiln_passes::pipeline::Pass;
 use kiln_passes::precision::{CancelCasts, PinPrecision, PinReport};
 use kiln_passes::quant::PinFloat;
-use kiln_passes::tensor::{DataType, Tensor};
+use kiln_passes::tensor::Tensor;
 use kiln_proto::onnx::attribute_proto::AttributeType;
-use kiln_proto::onnx::tensor_shape_proto::{dimension, Dimension};
-use kiln_proto::onnx::{
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use kiln_proto::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+use kiln_tests::proto_build::{attr_int, attr_ints, float_vi, noise};
 use kiln_tests::repo_root;
 
 const TOL: Tolerance = Tolerance {
@@ -205,59 +202,6 @@ fn llama_tiny_without_contrib_keeps_the_decomposed_rmsnorm() {
 // ---------------------------------------------------------------------------------------------
 // hand-built variants
 // ---------------------------------------------------------------------------------------------
-
-/// Deterministic pseudo-random floats in [-1, 1).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn float_vi(name: &str, dims: &[usize]) -> ValueInfoProto {
-    ValueInfoProto {
-        name: name.to_string(),
-        r#type: Some(TypeProto {
-            denotation: String::new(),
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float.onnx(),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            denotation: String::new(),
-                            value: Some(dimension::Value::DimValue(d as i64)),
-                        })
-                        .collect(),
-                }),
-            })),
-        }),
-        ..ValueInfoProto::default()
-    }
-}
-
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..AttributeProto::default()
-    }
-}
-
-fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: AttributeType::Int as i32,
-        i: Some(i),
-        ..AttributeProto::default()
-    }
-}
 
 /// A graph written node by node, exporter style (Constant nodes for literals).
 struct Graph {

@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod fuzz_bodies;
 pub mod harness;
+pub mod proto_build;
 pub mod testdata;
 pub mod token_samples;
 
