@@ -42,6 +42,8 @@ pub mod sequential;
 mod weight;
 
 #[cfg(test)]
+mod eval_graph;
+#[cfg(test)]
 mod tests;
 
 pub use config::{BlockwiseConfig, ConfigError, WeightFormat, WeightMethod, BLOCK_SIZES};

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::eval::evaluate;
-use crate::ir::{AttrValue, Dim, Graph, GraphOutput, Node, NodeKind, ValueInfo, ValueRef};
+use crate::ir::{AttrValue, Dim, Graph, GraphOutput, Node, ValueInfo, ValueRef};
+use crate::quant::blockwise::eval_graph::run;
 use crate::quant::blockwise::{
     quantize_blockwise, quantize_blockwise_with, BlockwiseConfig, WeightMethod,
 };
@@ -114,34 +114,6 @@ fn decoder() -> Model {
     let down = op(g, "MatMul", "down_proj", &[p, wd]);
     output(g, down);
     m
-}
-
-/// Every value of `graph` computed from `x` (node by node with Kiln's evaluator).
-fn run(graph: &Graph, x: &Tensor) -> BTreeMap<String, Tensor> {
-    let mut vals: BTreeMap<String, Tensor> = BTreeMap::new();
-    for idx in graph.topo_order() {
-        let node = &graph[idx];
-        let out = match &node.kind {
-            NodeKind::Input => vec![x.clone()],
-            NodeKind::Constant { value, .. } => vec![value.clone()],
-            NodeKind::Op { op_type, .. } => {
-                let ins: Vec<Option<Tensor>> = graph
-                    .inputs(idx)
-                    .iter()
-                    .map(|v| v.map(|v| vals[graph.value_name(v)].clone()))
-                    .collect();
-                let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
-                evaluate(op_type, "", 17, &node.attributes, &refs)
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{op_type} not evaluated"))
-            }
-            _ => unreachable!(),
-        };
-        for (info, t) in node.outputs.iter().zip(out) {
-            vals.insert(info.name.clone(), t);
-        }
-    }
-    vals
 }
 
 /// The calibration statistics of every MatMul input of `m`, from `rows` rows.

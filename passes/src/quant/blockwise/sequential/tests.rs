@@ -2,12 +2,11 @@
 //! evaluator: it reproduces one-pass GPTQ when each stage's statistics come from the float
 //! model, and otherwise sees the earlier stages quantized.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
-use crate::eval::evaluate;
 use crate::ir::{Dim, Graph, GraphOutput, Node, ValueInfo, ValueRef};
+use crate::quant::blockwise::eval_graph::run;
 use crate::quant::blockwise::{
     linear_inputs, quantize_blockwise_with, Gptq, GptqOptions, Hessian, WeightMethod,
 };
@@ -80,34 +79,6 @@ fn decoder(shared: bool) -> Model {
 
 fn inputs() -> Tensor {
     Tensor::from_vec(vec![ROWS, K], values(ROWS * K, 99)).unwrap()
-}
-
-/// Every value of `graph` computed from `x`.
-fn run(graph: &Graph, x: &Tensor) -> BTreeMap<String, Tensor> {
-    let mut vals: BTreeMap<String, Tensor> = BTreeMap::new();
-    for idx in graph.topo_order() {
-        let node = &graph[idx];
-        let out = match &node.kind {
-            NodeKind::Input => vec![x.clone()],
-            NodeKind::Constant { value, .. } => vec![value.clone()],
-            NodeKind::Op { op_type, .. } => {
-                let ins: Vec<Option<Tensor>> = graph
-                    .inputs(idx)
-                    .iter()
-                    .map(|v| v.map(|v| vals[graph.value_name(v)].clone()))
-                    .collect();
-                let refs: Vec<Option<&Tensor>> = ins.iter().map(|t| t.as_ref()).collect();
-                evaluate(op_type, "", 17, &node.attributes, &refs)
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{op_type} not evaluated"))
-            }
-            _ => unreachable!(),
-        };
-        for (info, t) in node.outputs.iter().zip(out) {
-            vals.insert(info.name.clone(), t);
-        }
-    }
-    vals
 }
 
 /// GPTQ with the Hessians of `inputs` measured on `m`.
