@@ -42,7 +42,7 @@ pub mod sequential;
 mod weight;
 
 #[cfg(test)]
-mod eval_graph;
+mod test_support;
 #[cfg(test)]
 mod tests;
 

@@ -307,19 +307,7 @@ mod tests {
     use super::super::super::gptq::calibration_error;
     use super::super::super::rtn::{quantize_rtn, Bits};
     use super::*;
-
-    /// Seeded values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::quant::blockwise::test_support::values;
 
     /// Heavy-tailed weights (a cube of uniforms): clipping their extremes pays.
     fn heavy(len: usize, seed: u64) -> Vec<f32> {

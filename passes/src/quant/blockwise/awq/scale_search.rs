@@ -188,6 +188,7 @@ fn scaled_error(
 mod tests {
     use super::super::super::rtn::Bits;
     use super::*;
+    use crate::quant::blockwise::test_support::values;
 
     fn params() -> BlockParams {
         BlockParams {
@@ -195,18 +196,6 @@ mod tests {
             block_size: 32,
             symmetric: true,
         }
-    }
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     /// Rows whose channel magnitudes span two decades: a few salient channels.

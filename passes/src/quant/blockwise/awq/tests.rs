@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::ir::{AttrValue, Dim, Graph, GraphOutput, Node, ValueInfo, ValueRef};
-use crate::quant::blockwise::eval_graph::run;
+use crate::quant::blockwise::test_support::{run, values};
 use crate::quant::blockwise::{
     quantize_blockwise, quantize_blockwise_with, BlockwiseConfig, WeightMethod,
 };
@@ -15,19 +15,6 @@ use crate::tensor::{DataType, Tensor};
 
 const K: usize = 64;
 const ROWS: usize = 48;
-
-/// Seeded values in [-1, 1).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Inputs whose channels differ in size, a few of them salient (what AWQ scales for).
 fn inputs(rows: usize, seed: u64) -> Tensor {

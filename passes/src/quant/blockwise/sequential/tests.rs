@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::ir::{Dim, Graph, GraphOutput, Node, ValueInfo, ValueRef};
-use crate::quant::blockwise::eval_graph::run;
+use crate::quant::blockwise::test_support::{run, values};
 use crate::quant::blockwise::{
     linear_inputs, quantize_blockwise_with, Gptq, GptqOptions, Hessian, WeightMethod,
 };
@@ -14,19 +14,6 @@ use crate::tensor::DataType;
 
 const K: usize = 64;
 const ROWS: usize = 96;
-
-/// Seeded values in [-1, 1).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn weight(g: &mut Graph, name: &str, k: usize, n: usize, seed: u64) -> ValueRef {
     let t = Tensor::from_vec(vec![k, n], values(k * n, seed)).unwrap();

@@ -1,5 +1,6 @@
-//! For tests: every value of a small hand-built graph computed node by node with Kiln's
-//! constant evaluator, so a rewrite's float outputs can be compared without ONNX Runtime.
+//! For the block-wise tests: seeded values, and every value of a small hand-built graph
+//! computed node by node with Kiln's constant evaluator, so a rewrite's float outputs can be
+//! compared without ONNX Runtime.
 
 use std::collections::BTreeMap;
 
@@ -33,4 +34,17 @@ pub fn run(graph: &Graph, x: &Tensor) -> BTreeMap<String, Tensor> {
         }
     }
     vals
+}
+
+/// Seeded values in [-1, 1).
+pub fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
 }
