@@ -165,7 +165,7 @@ impl Profile {
             },
             awq: Default::default(),
             sequential: w.sequential,
-            float_target: false,
+            float_target: w.float_target,
         })
     }
 

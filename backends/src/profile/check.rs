@@ -328,6 +328,12 @@ impl Checker<'_> {
         let fam = self.family();
         let granularity_at = path(&["quantization", "weights", "granularity"]);
         let dtype_at = path(&["quantization", "weights", "dtype"]);
+        if w.float_target && !w.sequential {
+            return Err(self.err(
+                &path(&["quantization", "weights", "float_target"]),
+                "aims each stage at the float model's output, so it needs sequential: true",
+            ));
+        }
         if matches!(self.p.family, Family::Edgetpu | Family::Hexagon) {
             return Err(self.err(
                 &granularity_at,
@@ -408,6 +414,7 @@ impl Checker<'_> {
             ("lm_head", w.lm_head != d.lm_head),
             ("embeddings", w.embeddings != d.embeddings),
             ("sequential", w.sequential != d.sequential),
+            ("float_target", w.float_target != d.float_target),
         ];
         for (key, differs) in changed {
             if differs {
@@ -962,6 +969,7 @@ mod tests {
             ("extends: neon-int4\nquantization: {weights: {dtype: int16}}\n", "int16 per block: block-wise weights are int4, uint4, int8 or uint8"),
             ("extends: neon-int4\nquantization: {weights: {per_op: {MatMul: {granularity: per-block}}}}\n", "quantization.weights.per_op.MatMul.granularity: per-block applies to every weight"),
             ("extends: neon-int4\nquantization: {weights: {method: hqq}}\n", "quantization.weights.method: unknown value 'hqq'"),
+            ("extends: neon-int4\nquantization:\n  weights:\n    method: gptq\n    float_target: true\n", "p.yaml:5:5: quantization.weights.float_target: aims each stage at the float model's output, so it needs sequential: true"),
             ("extends: neon\nquantization: {activations: {dtype: float32}}\n", "quantization.weights.granularity: per-channel weights with float activations on neon"),
             ("extends: neon\nquantization: {weight_only: true, weights: {dtype: int4, granularity: per-block}}\n", "int32 bias needs quantized activations"),
             ("extends: neon-int4\nio: {outputs: quantize}\n", "io.outputs: quantize, but activations are float32"),
@@ -981,6 +989,7 @@ mod tests {
             "extends: neon-int4\nquantization: {weights: {dtype: int8, format: qdq, lm_head: false, embeddings: true}}\n",
             "extends: ane-int4\nquantization: {weights: {method: awq, block_size: 128}}\n",
             "extends: neon-int4\nquantization: {weights: {method: gptq}}\n",
+            "extends: neon-int4\nquantization: {weights: {method: gptq, sequential: true, float_target: true}}\n",
             "extends: ane-int4\nquantization: {weights: {dtype: uint8, symmetric: false, block_size: 64}}\n",
             // weight_only keeps the inherited uint8 activation settings out of play.
             "extends: neon\nquantization: {weight_only: true, weights: {dtype: int4, granularity: per-block}, bias: {dtype: float32}}\n",

@@ -147,6 +147,7 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
          #   embeddings  true | false: Gather embedding tables too (always qdq)\n\
          #   sequential  true | false: with awq, the integers chosen stage by stage, each on statistics\n\
          #               of the model with the earlier stages quantized\n\
+         #   float_target true | false: with sequential, each weight aims at the float model's output\n\
          #   min_elements N: smaller weights stay float\n\
          #\n\
          # Mixed precision: quantization.mixed_precision: {{target_sqnr: DB, max_16bit_share: S}} keeps\n\

@@ -422,6 +422,9 @@ pub struct WeightQuant {
     /// Per-block, calibrated methods: collect each stage's statistics with the earlier
     /// stages already quantized (`kiln quantize --sequential`).
     pub sequential: bool,
+    /// With `sequential`: each weight's integers aim at the float model's output
+    /// (`kiln quantize --float-target`).
+    pub float_target: bool,
     /// Per-op exceptions, by op type.
     pub per_op: BTreeMap<String, WeightOverride>,
 }
@@ -440,6 +443,7 @@ impl Default for WeightQuant {
             lm_head: true,
             embeddings: false,
             sequential: false,
+            float_target: false,
             per_op: BTreeMap::new(),
         }
     }

@@ -168,6 +168,10 @@ pub struct Args {
     /// the calibration data (not with --gptq-act-order).
     #[arg(long, requires = "weight_only")]
     gptq_clip: bool,
+    /// GPTQ: keep each block's scale from its range instead of refitting the scales by least
+    /// squares once the integers are chosen (the refit is on by default).
+    #[arg(long, requires = "weight_only")]
+    gptq_no_refit: bool,
     /// AWQ: keep each block's full range (no clip search; scales only).
     #[arg(long, requires = "weight_only")]
     awq_no_clip: bool,
@@ -502,6 +506,11 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
             "--gptq-clip needs --weight-method gptq (AWQ clips unless --awq-no-clip)".into(),
         ));
     }
+    if args.gptq_no_refit && !(method == WeightMethod::Gptq || args.awq_gptq) {
+        return Err(CliError::Usage(
+            "--gptq-no-refit needs GPTQ: --weight-method gptq, or awq with --awq-gptq".into(),
+        ));
+    }
     if args.sequential && method == WeightMethod::Rtn {
         return Err(CliError::Usage(
             "--sequential needs --weight-method gptq or awq (rounding to nearest uses no statistics)"
@@ -529,6 +538,7 @@ fn weight_only_config(args: &Args, bits: WeightBitsArg) -> Result<BlockwiseConfi
         damp: args.gptq_damp,
         act_order: args.gptq_act_order,
         clip: args.gptq_clip,
+        refit_scales: !args.gptq_no_refit,
     };
     let config = BlockwiseConfig {
         bits: match bits {

@@ -43,6 +43,7 @@ use super::linalg::{dot, upper_cholesky_of_inverse};
 use super::rtn::{
     quantize_rtn, reciprocal, round_to_grid, BlockParams, BlockQuantized, BlockQuantizer,
 };
+use super::scale_refit::refit_scales;
 
 /// Factorizations tried, each with ten times the dampening of the last.
 pub const DAMP_TRIES: usize = 4;
@@ -58,6 +59,9 @@ pub struct GptqOptions {
     /// Shrink each block's range by the ratio (1.0 down to 0.5) of least output error (AWQ's
     /// clip search under H, see [`awq`](super::awq)), instead of taking RTN's range.
     pub clip: bool,
+    /// Once the integers are chosen, refit each column's block scales by least squares under
+    /// the (dampened) Hessian ([`scale_refit`](super::scale_refit)).
+    pub refit_scales: bool,
 }
 
 impl Default for GptqOptions {
@@ -66,6 +70,7 @@ impl Default for GptqOptions {
             damp: 0.01,
             act_order: false,
             clip: false,
+            refit_scales: true,
         }
     }
 }
@@ -266,8 +271,15 @@ pub fn quantize_gptq(
     } else {
         (0..k).collect()
     };
-    let u = factor(&hd, &perm, k, options.damp.max(0.0) * mean, mean)?;
-    drop(hd);
+    let damp = options.damp.max(0.0) * mean;
+    let u = factor(&hd, &perm, k, damp, mean)?;
+    // The refit minimizes the loss GPTQ did: its Hessian, dampened as for the factorization.
+    let refit_hessian = options.refit_scales.then(|| {
+        for i in 0..k {
+            hd[i * k + i] += damp;
+        }
+        hd
+    });
 
     // Columns are independent given U: they are split over threads (the result does not
     // depend on how).
@@ -305,14 +317,18 @@ pub fn quantize_gptq(
             }
         }
     }
-    Ok(BlockQuantized {
+    let mut q = BlockQuantized {
         params,
         k,
         n,
         codes,
         scales,
         zero_points,
-    })
+    };
+    if let Some(hd) = refit_hessian {
+        refit_scales(w, &mut q, &hd);
+    }
+    Ok(q)
 }
 
 /// Column chunks of at least this many columns, when split.
@@ -704,6 +720,7 @@ mod tests {
             for act_order in [false, true] {
                 let o = GptqOptions {
                     act_order,
+                    refit_scales: false,
                     ..Default::default()
                 };
                 let g = quantize_gptq(&w, k, n, p, &identity(k, 2.5), &o).unwrap();
@@ -821,8 +838,10 @@ mod tests {
         let (k, n) = (64, 5);
         let w: Vec<f32> = Lcg(31).vec(k * n).iter().map(|v| v * v * v).collect();
         let h = identity(k, 1.0);
+        // Without the refit, which moves the scales the clip search chose.
         let o = GptqOptions {
             clip: true,
+            refit_scales: false,
             ..Default::default()
         };
         for p in [params(Bits::Four, 32, true), params(Bits::Four, 32, false)] {
@@ -865,6 +884,7 @@ mod tests {
         let p = params(Bits::Four, 32, true);
         let o = GptqOptions {
             act_order: true,
+            refit_scales: false,
             ..Default::default()
         };
         let g = quantize_gptq(&w, k, n, p, &h, &o).unwrap();

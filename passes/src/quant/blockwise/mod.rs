@@ -38,6 +38,7 @@ pub mod qdq_form;
 mod rewrite;
 pub mod rtn;
 mod rules;
+mod scale_refit;
 pub mod sequential;
 mod weight;
 
