@@ -49,3 +49,13 @@ def qdq(w, scale, bs):
 
 def sqnr(ref, q):
     return 10 * torch.log10((ref ** 2).sum() / ((ref - q) ** 2).sum()).item()
+
+def setup(nc_default=32):
+    """(float model, shape, calibration ids, held-out ids, float held-out logits, a copy to
+    quantize, its linears) with NC calibration samples (environment, default nc_default)."""
+    import copy
+    nc = int(os.environ.get("NC", nc_default))
+    m, s = load()
+    cal, held = data(nc, 1), data(8, 2)
+    q = copy.deepcopy(m)
+    return m, s, cal, held, logits(m, held), q, linears(q)

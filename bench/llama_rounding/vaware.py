@@ -2,12 +2,8 @@ from common import *
 from gptq_lib import gptq
 import copy, sys
 bs = int(sys.argv[1]); vmode = sys.argv[2]
-NC = int(os.environ.get("NC", 32))
-m, s = load()
-cal, held = data(NC, 1), data(8, 2)
-ref = logits(m, held)
-q = copy.deepcopy(m)
-lins = linears(q)
+m, s, cal, held, ref, q, lins = setup()
+NC = len(cal)
 X = {}
 def hk(n):
     def f(mod, inp, out): X.setdefault(n, []).append(inp[0].detach().double())
