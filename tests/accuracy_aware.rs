@@ -409,7 +409,7 @@ fn cli_gptq_and_awq_need_data_and_run_with_it() {
     let report = dir.path().join("r.json");
     let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
     let base = ["quantize", m, "-o", o, "--weight-only", "int4"];
-    let refusals: [(&[&str], &str); 8] = [
+    let refusals: [(&[&str], &str); 9] = [
         (&["--weight-method", "gptq"], "needs calibration data"),
         (&["--weight-method", "awq"], "needs calibration data"),
         (&["--gptq-act-order"], "need --weight-method gptq"),
@@ -450,6 +450,16 @@ fn cli_gptq_and_awq_need_data_and_run_with_it() {
                 "--gptq-act-order",
             ],
             "needs K order",
+        ),
+        (
+            &[
+                "--weight-method",
+                "awq",
+                "--synthetic",
+                "2",
+                "--gptq-no-refit",
+            ],
+            "--gptq-no-refit needs GPTQ",
         ),
     ];
     for (extra, expect) in refusals {

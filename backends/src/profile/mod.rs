@@ -145,7 +145,7 @@ pub fn starter(parent: &str) -> Result<String, ProfileError> {
          #               awq and gptq use the calibration data\n\
          #   lm_head     true | false: the MatMul/Gemm feeding a graph output too\n\
          #   embeddings  true | false: Gather embedding tables too (always qdq)\n\
-         #   sequential  true | false: with awq, the integers chosen stage by stage, each on statistics\n\
+         #   sequential  true | false: with awq or gptq, the integers chosen stage by stage, each on statistics\n\
          #               of the model with the earlier stages quantized\n\
          #   float_target true | false: with sequential, each weight aims at the float model's output\n\
          #   min_elements N: smaller weights stay float\n\
