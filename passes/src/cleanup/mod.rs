@@ -17,7 +17,7 @@ pub(crate) use bypass::bypass;
 mod util;
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use cse::CommonSubexpressions;
 pub use dead_code::DeadCode;

@@ -1,4 +1,4 @@
-//! Builders for the small graphs the cleanup tests use.
+//! Builders for the small graphs the cleanup tests (and some quantization tests) use.
 
 use crate::ir::{AttrValue, Dim, Graph, GraphOutput, Model, Node, ValueInfo, ValueRef};
 use crate::pipeline::{Changes, Pass};

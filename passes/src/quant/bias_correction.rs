@@ -631,7 +631,8 @@ fn shift(g: &Graph, t: &BiasTarget, w_hat: &Tensor, mean: &[f64]) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{AttrValue, Dim, GraphOutput, Node, ValueInfo};
+    use crate::cleanup::test_util::{op_node, output};
+    use crate::ir::{AttrValue, Dim, Node, ValueInfo};
 
     fn input(g: &mut Graph, name: &str, dims: &[i64]) -> ValueRef {
         let d: Vec<Dim> = dims.iter().map(|&n| Dim::Known(n)).collect();
@@ -659,20 +660,12 @@ mod tests {
         out: &str,
         attrs: Vec<(&str, AttrValue)>,
     ) -> ValueRef {
-        let mut node = Node::op(op_type, name, &[out]);
-        for (k, v) in attrs {
-            node = node.with_attr(k, v);
-        }
-        let idx = g.add_node(node);
-        for (s, v) in inputs.iter().enumerate() {
-            g.connect(*v, idx, s);
-        }
-        ValueRef::new(idx, 0)
-    }
-
-    fn output(g: &mut Graph, v: ValueRef) {
-        let info = g.value_info(v).clone();
-        g.outputs.push(GraphOutput { value: v, info });
+        let node = attrs
+            .into_iter()
+            .fold(Node::op(op_type, name, &[out]), |n, (k, v)| {
+                n.with_attr(k, v)
+            });
+        op_node(g, node, inputs)
     }
 
     /// `model` with node `node`'s weight read through a DequantizeLinear of `ints` (int8)

@@ -3,9 +3,9 @@
 //! `Constant`-node weights, exclusion, LM head, embeddings, subgraphs and refusals.
 
 use super::*;
+use crate::cleanup::test_util::{op_node, output};
 use crate::ir::{
-    AttrValue, ConstantAttr, ConstantOrigin, Dim, GraphOutput, Node, TensorSource, ValueInfo,
-    ValueRef,
+    AttrValue, ConstantAttr, ConstantOrigin, Dim, Node, TensorSource, ValueInfo, ValueRef,
 };
 use crate::tensor::{unpack_nibbles, Tensor};
 
@@ -47,20 +47,12 @@ fn op(
     out: &str,
     attrs: Vec<(&str, AttrValue)>,
 ) -> ValueRef {
-    let mut node = Node::op(op_type, name, &[out]);
-    for (k, v) in attrs {
-        node = node.with_attr(k, v);
-    }
-    let idx = g.add_node(node);
-    for (s, v) in inputs.iter().enumerate() {
-        g.connect(*v, idx, s);
-    }
-    ValueRef::new(idx, 0)
-}
-
-fn output(g: &mut Graph, v: ValueRef) {
-    let info = g.value_info(v).clone();
-    g.outputs.push(GraphOutput { value: v, info });
+    let node = attrs
+        .into_iter()
+        .fold(Node::op(op_type, name, &[out]), |n, (k, v)| {
+            n.with_attr(k, v)
+        });
+    op_node(g, node, inputs)
 }
 
 /// Deterministic weights in about [-1, 1], with a few large entries so blocks differ.

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::cleanup::test_util::{op_node, output};
 use crate::ir::{
-    AttrValue, ConstantAttr, ConstantOrigin, Dim, GraphOutput, Node, TensorSource, ValueInfo,
-    ValueRef,
+    AttrValue, ConstantAttr, ConstantOrigin, Dim, Node, TensorSource, ValueInfo, ValueRef,
 };
 use crate::quant::scheme::QuantScheme;
 use crate::tensor::{DataType, Tensor};
@@ -53,20 +53,12 @@ fn op_attrs(
     out: &str,
     attrs: Vec<(&str, AttrValue)>,
 ) -> ValueRef {
-    let mut node = Node::op(op_type, name, &[out]);
-    for (k, v) in attrs {
-        node = node.with_attr(k, v);
-    }
-    let idx = g.add_node(node);
-    for (s, v) in inputs.iter().enumerate() {
-        g.connect(*v, idx, s);
-    }
-    ValueRef::new(idx, 0)
-}
-
-fn output(g: &mut Graph, v: ValueRef) {
-    let info = g.value_info(v).clone();
-    g.outputs.push(GraphOutput { value: v, info });
+    let node = attrs
+        .into_iter()
+        .fold(Node::op(op_type, name, &[out]), |n, (k, v)| {
+            n.with_attr(k, v)
+        });
+    op_node(g, node, inputs)
 }
 
 /// Deterministic weights in [-1, 1] with one large entry per column so per-column scales

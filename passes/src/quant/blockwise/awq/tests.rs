@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::ir::{AttrValue, Dim, Graph, GraphOutput, Node, ValueInfo, ValueRef};
+use crate::cleanup::test_util::{op_node, output};
+use crate::ir::{AttrValue, Dim, Graph, Node, ValueInfo, ValueRef};
 use crate::quant::blockwise::test_support::{run, values};
 use crate::quant::blockwise::{
     quantize_blockwise, quantize_blockwise_with, BlockwiseConfig, WeightMethod,
@@ -43,16 +44,11 @@ fn weight(g: &mut Graph, name: &str, k: usize, n: usize, seed: u64) -> ValueRef 
 }
 
 fn op(g: &mut Graph, op_type: &str, name: &str, inputs: &[ValueRef]) -> ValueRef {
-    let idx = g.add_node(Node::op(op_type, name, &[&format!("{name}_out")]));
-    for (s, v) in inputs.iter().enumerate() {
-        g.connect(*v, idx, s);
-    }
-    ValueRef::new(idx, 0)
-}
-
-fn output(g: &mut Graph, v: ValueRef) {
-    let info = g.value_info(v).clone();
-    g.outputs.push(GraphOutput { value: v, info });
+    op_node(
+        g,
+        Node::op(op_type, name, &[&format!("{name}_out")]),
+        inputs,
+    )
 }
 
 /// x → Mul(gain) → q, v projections; Relu(q) → o projection (unfoldable); + x → Mul(gain)

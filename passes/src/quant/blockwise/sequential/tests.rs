@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::cleanup::test_util::op_node;
 use crate::ir::{Dim, Graph, GraphOutput, Node, ValueInfo, ValueRef};
 use crate::quant::blockwise::test_support::{run, values};
 use crate::quant::blockwise::{
@@ -21,11 +22,11 @@ fn weight(g: &mut Graph, name: &str, k: usize, n: usize, seed: u64) -> ValueRef 
 }
 
 fn op(g: &mut Graph, op_type: &str, name: &str, inputs: &[ValueRef]) -> ValueRef {
-    let idx = g.add_node(Node::op(op_type, name, &[&format!("{name}_out")]));
-    for (s, v) in inputs.iter().enumerate() {
-        g.connect(*v, idx, s);
-    }
-    ValueRef::new(idx, 0)
+    op_node(
+        g,
+        Node::op(op_type, name, &[&format!("{name}_out")]),
+        inputs,
+    )
 }
 
 /// x → q, v projections (q's weight also read by `again` after `o`); Relu(q) → o; v + o →
