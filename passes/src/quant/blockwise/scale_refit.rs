@@ -73,6 +73,9 @@ fn refit_column(
             g[a * nb + b] = dot(&va[rows.clone()], &levels[rows]);
         }
     }
+    // The error, less the constant wᵀHw, is sᵀGs − 2sᵀr: kept before G and r are adjusted
+    // for solving, so comparing scales costs blocks², not K².
+    let (g0, r0) = (g.clone(), rhs.clone());
     let ridge = 1e-12
         * (0..nb)
             .map(|a| g[a * nb + a])
@@ -104,11 +107,9 @@ fn refit_column(
         return None;
     }
     let error = |scales: &[f32]| -> f64 {
-        let d: Vec<f64> = (0..k)
-            .map(|r| target[r] - f64::from((levels[r] as f32) * scales[r / bs]))
-            .collect();
-        (0..k)
-            .map(|i| d[i] * dot(&hd[i * k..(i + 1) * k], &d))
+        let s: Vec<f64> = scales.iter().map(|&x| f64::from(x)).collect();
+        (0..nb)
+            .map(|a| s[a] * (dot(&g0[a * nb..(a + 1) * nb], &s) - 2.0 * r0[a]))
             .sum()
     };
     (error(&fitted) < error(&old)).then_some(fitted)
